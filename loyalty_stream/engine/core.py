@@ -1,0 +1,73 @@
+"""The pure core: (customer state, activity, program) -> outcome (new state, ledger, notifications, ...).
+
+No I/O, no wall clock, no globals: time is the activity's event time. Before an activity is applied, every
+transition due by its event time (conversion of promised points, expiry, reminders) is materialised, so an
+idle customer's scheduled events and the next activity's lazy catch-up produce the same ledger entries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from loyalty_stream.engine import adjust, earn, lifecycle, redeem, returns, tiers
+from loyalty_stream.engine.effects import Effects, Outcome
+from loyalty_stream.engine.state import CustomerState, new_state, state_from_dict, state_to_dict
+from loyalty_stream.events import activities as act
+from loyalty_stream.events.envelope import Envelope
+from loyalty_stream.events.outputs import SourceRef
+from loyalty_stream.program.model import Program
+
+Handler = Callable[[Effects, Any], None]
+
+HANDLERS: dict[type[Envelope], Handler] = {
+    act.TransactionAdd: earn.handle_transaction,
+    act.Registration: earn.handle_registration,
+    act.CustomerUpdate: earn.handle_customer_update,
+    act.Engagement: earn.handle_engagement,
+    act.PointsRedemption: redeem.handle_redemption,
+    act.RedemptionReversal: redeem.handle_reversal,
+    act.TransactionReturn: returns.handle_return,
+    act.PointsUnlock: lifecycle.handle_unlock,
+    act.ManualAdjustment: adjust.handle_adjustment,
+    act.DelayedAccrual: lifecycle.handle_due,
+    act.PointsExpiry: lifecycle.handle_due,
+}
+
+
+def clone_state(state: CustomerState) -> CustomerState:
+    return state_from_dict(state_to_dict(state))
+
+
+def apply(
+    state: CustomerState | None,
+    activity: Envelope,
+    program: Program,
+    source: SourceRef | None = None,
+    *,
+    in_place: bool = False,
+) -> Outcome:
+    """Apply one activity. The input state is left untouched unless `in_place` (the caller owns a copy)."""
+    if state is None:
+        state = new_state(activity.customer_id, activity.program_id)
+    elif not in_place:
+        state = clone_state(state)
+    offset_key = f"{source.topic}:{source.partition}" if source is not None else None
+    if offset_key is not None and source is not None and state.offsets.get(offset_key, -1) >= source.offset:
+        return Outcome(state=state, duplicate=True)
+    if state.seen(activity.event_id):
+        if offset_key is not None and source is not None:
+            state.offsets[offset_key] = source.offset
+        return Outcome(state=state, duplicate=True)
+
+    fx = Effects(state, activity, program, source)
+    lifecycle.materialise(fx, activity.event_time)
+    HANDLERS[type(activity)](fx, activity)
+    if fx.outcome.rejected is None:
+        tiers.evaluate(fx)
+    state.remember(activity.event_id)
+    if offset_key is not None and source is not None:
+        state.offsets[offset_key] = source.offset
+    if state.last_event_time is None or activity.event_time > state.last_event_time:
+        state.last_event_time = activity.event_time
+    return fx.finish()

@@ -1,0 +1,1 @@
+"""The program model (earn, expiry, redeem, return, rounding, event points, tiers) and its loader."""
