@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
-from loyalty_stream.engine import lifecycle
+from loyalty_stream.engine import expiry, lifecycle, rules
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.state import ZERO, Bill, BillItem
 from loyalty_stream.events import activities as act
 from loyalty_stream.program.common import for_tier
 from loyalty_stream.program.earn import EarnCondition, FixedAllocation, ProratedAllocation
-from loyalty_stream.program.rules import AllocateAction, NotifyAction, Rule
+from loyalty_stream.program.rules import AllocateAction, Rule
 
 HUNDRED = Decimal(100)
 
@@ -53,20 +54,14 @@ def handle_engagement(fx: Effects, activity: act.Engagement) -> None:
 
 def run_rule_sets(fx: Effects, activity_name: str, activity: act.TransactionAdd | act.Registration
                   | act.CustomerUpdate) -> None:
-    for rule_set in fx.program.rule_sets_for(activity_name):
-        for rule in rule_set.rules:
-            if rule.when.strip() == "true":
-                run_actions(fx, rule, activity)
-                break
+    rules.run_rule_sets(fx, activity_name, activity, EARN_HANDLERS)
 
 
-def run_actions(fx: Effects, rule: Rule, activity: act.TransactionAdd | act.Registration
-                | act.CustomerUpdate) -> None:
-    for index, action in enumerate(rule.actions):
-        if isinstance(action, AllocateAction):
-            allocate(fx, fx.program.earn_condition(action.condition), rule, activity)
-        elif isinstance(action, NotifyAction):
-            fx.notify(action.channel, action.template, (rule.name, index), **action.data)
+def _allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: Any, index: int) -> None:
+    allocate(fx, fx.program.earn_condition(action.condition), rule, activity)
+
+
+EARN_HANDLERS: dict[str, rules.ActionHandler] = {"allocate": _allocate_action}
 
 
 def base_points(condition: EarnCondition, tier: str | None, amount: Decimal) -> Decimal:
@@ -86,7 +81,11 @@ def allocate(fx: Effects, condition: EarnCondition, rule: Rule, activity: act.Tr
     if points <= ZERO:
         return
     delay = condition.delay_days
+    expires_at, expiry_code, rolling = expiry.assign_expiry(fx, condition.expiry)
     fx.credit(
+        expires_at=expires_at,
+        expiry_code=expiry_code,
+        rolling=rolling,
         points=points,
         key=(condition.code, rule.name),
         promised=delay is not None,

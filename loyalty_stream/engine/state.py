@@ -37,6 +37,8 @@ class Lot:
     rolling: bool = False
     reminded: tuple[int, ...] = ()
     """Reminder offsets (days before expiry) already notified for this lot."""
+    cap_keys: tuple[str, ...] = ()
+    """Cap counters this lot's points were counted against, so a return can release them."""
 
     @property
     def spendable(self) -> bool:
@@ -171,7 +173,7 @@ def _lot_to(lot: Lot) -> list[Any]:
     return [
         lot.lot_id, _d(lot.points), _d(lot.remaining), lot.promised, _t(lot.earned_at), _t(lot.available_at),
         _t(lot.expires_at), lot.source_event_id, lot.origin, lot.condition_code, lot.bill_number,
-        lot.line_item_id, lot.expiry_code, lot.rolling, list(lot.reminded),
+        lot.line_item_id, lot.expiry_code, lot.rolling, list(lot.reminded), list(lot.cap_keys),
     ]
 
 
@@ -182,7 +184,7 @@ def _lot_from(row: list[Any]) -> Lot:
         lot_id=row[0], points=Decimal(row[1]), remaining=Decimal(row[2]), promised=row[3], earned_at=earned_at,
         available_at=_pt(row[5]), expires_at=_pt(row[6]), source_event_id=row[7], origin=row[8],
         condition_code=row[9], bill_number=row[10], line_item_id=row[11], expiry_code=row[12], rolling=row[13],
-        reminded=tuple(row[14]),
+        reminded=tuple(row[14]), cap_keys=tuple(row[15]),
     )
 
 
