@@ -1,0 +1,160 @@
+"""One activity record in -> new customer state bytes and output records out; no Faust, no I/O.
+
+The Faust agent, the offline replay and the benchmark all call this, so every path decodes, dead-letters and
+encodes identically. Customer state is stored as orjson bytes keyed by `program_id|customer_id`; the engine
+works on a freshly decoded copy, so an engine error can never leave a half-applied state behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from loyalty_stream.engine.core import apply
+from loyalty_stream.engine.effects import Outcome
+from loyalty_stream.engine.state import CustomerState, state_from_dict, state_to_dict
+from loyalty_stream.events.codec import DecodeError, decode_activity, encode, text_or_base64
+from loyalty_stream.events.envelope import Envelope
+from loyalty_stream.events.outputs import DeadLetter, SourceRef
+from loyalty_stream.program.loader import ProgramRegistry
+
+# Logical output topic names (the catalogue maps them to real, prefixed names).
+LEDGER = "ledger"
+BALANCE_CHANGES = "balance-changes"
+NOTIFICATIONS = "notifications"
+REDEMPTION_RESULTS = "redemption-results"
+TIER_CHANGES = "tier-changes"
+COUPONS = "coupons"
+DEAD_LETTER = "dead-letter"
+
+#: Which activity types each input topic accepts (anything else on that topic is dead-lettered).
+TOPIC_ACTIVITIES: dict[str, frozenset[str]] = {
+    "transaction-add": frozenset({"TransactionAdd"}),
+    "registration": frozenset({"Registration"}),
+    "customer-update": frozenset({"CustomerUpdate"}),
+    "engagement": frozenset({"Engagement"}),
+    "points-redemption": frozenset({"PointsRedemption"}),
+    "redemption-reversal": frozenset({"RedemptionReversal"}),
+    "transaction-return": frozenset({"TransactionReturn"}),
+    "points-unlock": frozenset({"PointsUnlock"}),
+    "manual-adjustment": frozenset({"ManualAdjustment"}),
+    "delayed-accrual": frozenset({"DelayedAccrual", "PointsExpiry"}),
+}
+TOPIC_OF_ACTIVITY: dict[str, str] = {kind: topic for topic, kinds in TOPIC_ACTIVITIES.items() for kind in kinds}
+
+
+def state_key(program_id: str, customer_id: str) -> bytes:
+    return f"{program_id}|{customer_id}".encode()
+
+
+def encode_state(state: CustomerState) -> bytes:
+    return orjson.dumps(state_to_dict(state))
+
+
+def decode_state(raw: bytes) -> CustomerState:
+    return state_from_dict(orjson.loads(raw))
+
+
+@dataclass(slots=True)
+class Processed:
+    """What the shell must do after one record: store `state` under `state_key` (if set), send `outputs`."""
+
+    customer_id: str | None = None
+    state_key: bytes | None = None
+    state: bytes | None = None
+    outputs: list[tuple[str, bytes]] = field(default_factory=list)
+    activity: Envelope | None = None
+    outcome: Outcome | None = None
+    dead_letter: DeadLetter | None = None
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class ActivityProcessor:
+    """Decode -> engine -> encode for one record; bad input becomes a dead letter and never raises."""
+
+    def __init__(self, registry: ProgramRegistry, clock: Callable[[], datetime] = _wall_clock) -> None:
+        self.registry = registry
+        self.clock = clock
+
+    def process(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        load_state: Callable[[bytes], bytes | None],
+        *,
+        source_topic: str | None = None,
+    ) -> Processed:
+        """`topic` is the logical input topic; `source_topic` the real (prefixed) name written on outputs."""
+        real_topic = source_topic or topic
+        try:
+            activity = decode_activity(value)
+        except DecodeError as exc:
+            return self._dead(real_topic, partition, offset, key, value, exc.error_class, exc.reason)
+        accepted = TOPIC_ACTIVITIES.get(topic)
+        kind = type(activity).__name__
+        if accepted is not None and kind not in accepted:
+            return self._dead(real_topic, partition, offset, key, value, "wrong_topic",
+                              f"{kind} does not belong on {topic}; publish it to {TOPIC_OF_ACTIVITY[kind]}")
+        if key is not None and key.decode("utf-8", "replace") != activity.customer_id:
+            return self._dead(real_topic, partition, offset, key, value, "schema_violation",
+                              f"the message key must be the customer id {activity.customer_id!r}")
+        program = self.registry.get(activity.program_id)
+        if program is None:
+            return self._dead(real_topic, partition, offset, key, value, "unknown_program",
+                              f"unknown program {activity.program_id!r}; known: {self.registry.ids()}")
+        skey = state_key(activity.program_id, activity.customer_id)
+        stored = load_state(skey)
+        source = SourceRef.model_construct(topic=real_topic, partition=partition, offset=offset)
+        try:
+            state = decode_state(stored) if stored is not None else None
+            offsets_before = dict(state.offsets) if state is not None else None
+            outcome = apply(state, activity, program, source, in_place=True)
+        except Exception as exc:  # the engine must never stop the worker; the record is kept for analysis
+            return self._dead(real_topic, partition, offset, key, value, "engine_error",
+                              f"{type(exc).__name__}: {exc}")
+        processed = Processed(customer_id=activity.customer_id, state_key=skey, activity=activity, outcome=outcome)
+        if outcome.duplicate and outcome.state.offsets == offsets_before:
+            return processed
+        processed.state = encode_state(outcome.state)
+        outputs = processed.outputs
+        outputs.extend((LEDGER, encode(entry)) for entry in outcome.ledger)
+        if outcome.balance_change is not None:
+            outputs.append((BALANCE_CHANGES, encode(outcome.balance_change)))
+        outputs.extend((NOTIFICATIONS, encode(n)) for n in outcome.notifications)
+        if outcome.redemption_result is not None:
+            outputs.append((REDEMPTION_RESULTS, encode(outcome.redemption_result)))
+        outputs.extend((TIER_CHANGES, encode(t)) for t in outcome.tier_changes)
+        outputs.extend((COUPONS, encode(c)) for c in outcome.coupons)
+        if outcome.rejected is not None:
+            dead = self._dead(real_topic, partition, offset, key, value, "schema_violation", outcome.rejected)
+            outputs.extend(dead.outputs)
+            processed.dead_letter = dead.dead_letter
+        return processed
+
+    def _dead(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+              error_class: str, reason: str) -> Processed:
+        text, encoding = text_or_base64(value)
+        letter = DeadLetter.model_construct(
+            type="DeadLetter",
+            dead_letter_id=f"{topic}:{partition}:{offset}",
+            reason=reason,
+            error_class=error_class,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=None if key is None else key.decode("utf-8", "replace"),
+            value=text,
+            value_encoding=encoding,
+            failed_at=self.clock(),
+        )
+        return Processed(outputs=[(DEAD_LETTER, encode(letter))], dead_letter=letter,
+                         customer_id=None if key is None else key.decode("utf-8", "replace"))
