@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from loyalty_stream.engine import adjust, earn, lifecycle, redeem, returns, tiers
+from loyalty_stream.engine import adjust, earn, expiry, lifecycle, redeem, returns, tiers
 from loyalty_stream.engine.effects import Effects, Outcome
 from loyalty_stream.engine.state import CustomerState, new_state, state_from_dict, state_to_dict
 from loyalty_stream.events import activities as act
@@ -64,6 +64,7 @@ def apply(
     lifecycle.materialise(fx, activity.event_time)
     HANDLERS[type(activity)](fx, activity)
     if fx.outcome.rejected is None:
+        expiry.roll_expiry(fx, state.lifetime_earned - fx.lifetime_before)  # a no-op unless a rolling event
         tiers.evaluate(fx)
     state.remember(activity.event_id)
     if offset_key is not None and source is not None:

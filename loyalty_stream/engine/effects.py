@@ -44,13 +44,16 @@ class Outcome:
     duplicate: bool = False
     rejected: str | None = None
     """Set when the activity is invalid for the program (e.g. unknown event name): a dead-letter reason."""
+    skipped: list[str] = field(default_factory=list)
+    """Awards a valid activity did not get, with the reason (e.g. a string custom field where a prorated
+    condition needs an integer, a cap already exhausted); the activity itself is processed normally."""
 
 
 class Effects:
     """Collects the outputs of one activity against one customer state."""
 
     __slots__ = ("activity", "current_before", "lifetime_before", "outcome", "program", "promised_before",
-                 "source", "state")
+                 "scope", "source", "state")
 
     def __init__(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef | None) -> None:
         self.state = state
@@ -61,6 +64,8 @@ class Effects:
         self.current_before = state.current
         self.promised_before = state.promised
         self.lifetime_before = state.lifetime_earned
+        self.scope: Any = None
+        """The rule set being run (engine.caps.SetScope) while its actions execute; None otherwise."""
 
     # Arithmetic ---------------------------------------------------------------------------------------
     def round(self, value: Decimal) -> Decimal:
@@ -119,6 +124,7 @@ class Effects:
             occurred_at=at or self.at,
             reason=details.pop("reason", None),
             operator_id=details.pop("operator_id", None),
+            shortfall=details.pop("shortfall", None),
         )
         if details:
             raise TypeError(f"unknown ledger details: {sorted(details)}")
@@ -145,6 +151,7 @@ class Effects:
         reason: str | None = None,
         operator_id: str | None = None,
         counts_as_earned: bool = True,
+        redemption_id: str | None = None,
     ) -> Lot:
         """Create a lot of `points` (already rounded) and its ledger entry; pays off debt first."""
         lot_id = derive_id("lot", self.activity.event_id, *key)
@@ -163,7 +170,7 @@ class Effects:
             kind=kind or (LedgerKind.PROMISE if promised else LedgerKind.EARN),
             bucket=Bucket.PROMISED if promised else Bucket.CURRENT,
             amount=points, key=key, lot=lot, rule=rule, desired_amount=desired_amount, reason=reason,
-            operator_id=operator_id,
+            operator_id=operator_id, redemption_id=redemption_id,
         )
         return lot
 
@@ -191,11 +198,12 @@ class Effects:
             )
         )
 
-    def coupon(self, series: str, rule: str | None) -> None:
+    def coupon(self, series: str, rule: str | None, key: tuple[object, ...] = ()) -> None:
+        """`key` tells apart coupons of one series from rules of the same name in different sets."""
         self.outcome.coupons.append(
             CouponIssued.model_construct(
                 type="CouponIssued",
-                coupon_id=derive_id("cp", self.activity.event_id, series, rule),
+                coupon_id=derive_id("cp", self.activity.event_id, series, rule, *key),
                 customer_id=self.state.customer_id,
                 program_id=self.state.program_id,
                 series=series,

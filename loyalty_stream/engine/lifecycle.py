@@ -1,55 +1,262 @@
-"""Points lifecycle: promised -> current after the delay, expiry, unlock; materialised by event time."""
+"""Points lifecycle: promised -> current after the delay, unlock, expiry reminders and expiry.
+
+The engine has no clock, so a transition due at T (conversion, reminder, expiry) happens when the customer's
+state is next evaluated at or after T: `materialise` runs before every activity, and the scheduler emits a
+`DelayedAccrual` / `PointsExpiry` activity at `next_due` for idle customers. Every output of a transition is
+keyed by the lot / expiry group / due time and stamped with the due time, never with the activity that
+happened to trigger it, so both paths give identical ledger entries, notifications, coupons and tier changes.
+
+Order: transitions apply in due-time order; at one instant conversions first (then the program's
+DelayedAccrual rule sets, once for the batch), then reminders, then expiries; ties broken by lot / group id.
+
+Conversion is automatic: promised points become current when their delay elapses whether or not the program
+has DelayedAccrual rule sets (a promise is kept, and a conditional conversion would leave points stuck in
+the promised bucket with a due time forever in the past). The rule sets run right after a batch converts and
+are the hook for its side effects (message, tier upgrade, coupon); their `convert` action is accepted for
+parity with the document's "Delayed Accrual action" and does nothing more, as the points are already current.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import groupby
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from loyalty_stream.engine import rules
 from loyalty_stream.engine.effects import Effects
-from loyalty_stream.engine.state import ZERO, Lot
+from loyalty_stream.engine.expiry import expiry_date, local_date, local_midnight, reminder_due
+from loyalty_stream.engine.ids import derive_id
+from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.events import activities as act
+from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.events.outputs import Bucket, LedgerKind
+from loyalty_stream.program.model import Program
+from loyalty_stream.program.rules import ConvertAction, Rule
+
+DueKind = Literal["DelayedAccrual", "PointsExpiry"]
+
+CONVERT, REMIND, EXPIRE = 0, 1, 2
+"""Order of transitions due at the same instant."""
 
 
 def available_after(event_time: datetime, delay_days: int, zone: ZoneInfo) -> datetime:
-    """Delayed points become current the morning after event date + N days, in the program's zone."""
-    local_date = event_time.astimezone(zone).date() + timedelta(days=delay_days + 1)
-    return datetime.combine(local_date, time(0), tzinfo=zone)
+    """Delayed points become current the morning after event date + N days, in the program's zone
+    (28 Sep + 1 day -> 00:00 local on 30 Sep)."""
+    return local_midnight(local_date(event_time, zone) + timedelta(days=delay_days + 1), zone)
 
 
-def convert(fx: Effects, lot: Lot, at: datetime, *, scheduled: bool, reason: str | None = None) -> None:
-    """Promised -> current: two entries (promised down, current up) so both balances reconcile."""
-    lot.promised = False
+def stamp(at: datetime) -> str:
+    """A due time as text for ids: UTC, so the same instant gives the same id whatever offset it carries."""
+    return at.astimezone(UTC).isoformat()
+
+
+# Pending transitions -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Transition:
+    at: datetime
+    order: int
+    key: str
+    lot: Lot
+    days_before: int = 0
+
+    def sort_key(self) -> tuple[datetime, int, str, int]:
+        return self.at.astimezone(UTC), self.order, self.key, self.days_before
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """The earliest pending transition of a customer: when, and which scheduler activity carries it."""
+
+    at: datetime
+    kind: DueKind
+
+
+def _reminder_applies(lot: Lot, days_before: int, due: datetime) -> bool:
+    """Once per offset; never for an offset already behind the lot when it was earned (no stale reminders)."""
+    assert lot.expires_at is not None
+    return days_before not in lot.reminded and lot.earned_at < due < lot.expires_at
+
+
+def _pending(state: CustomerState, program: Program, until: datetime | None) -> Iterator[Transition]:
+    """Every pending transition due at or before `until` (all when None), unordered."""
+    zone = program.zone
+    offsets = sorted(set(program.reminders.days_before), reverse=True)
+    horizon = timedelta(days=max(offsets, default=0) + 2)
+    group_dues: dict[datetime, list[tuple[int, datetime]]] = {}
+    reminded: set[tuple[datetime, int]] = set()
+    for lot in state.lots:
+        if lot.remaining <= ZERO:
+            continue
+        if lot.promised and lot.available_at is not None and (until is None or lot.available_at <= until):
+            yield Transition(lot.available_at, CONVERT, lot.lot_id, lot)
+        expires_at = lot.expires_at
+        if expires_at is None:
+            continue
+        if until is None or expires_at <= until:
+            yield Transition(expires_at, EXPIRE, lot.lot_id, lot)
+        if not offsets or (until is not None and expires_at - horizon > until):
+            continue
+        group = expires_at.astimezone(UTC)
+        dues = group_dues.get(group)
+        if dues is None:  # lots share expiry instants (local midnights): compute once per group
+            dues = group_dues[group] = [(n, reminder_due(expires_at, n, zone)) for n in offsets]
+        for n, due in dues:
+            if (until is not None and due > until) or (group, n) in reminded:
+                continue
+            if _reminder_applies(lot, n, due):
+                reminded.add((group, n))
+                yield Transition(due, REMIND, stamp(expires_at), lot, n)
+
+
+def transitions(state: CustomerState, program: Program, until: datetime | None = None) -> list[Transition]:
+    """Every pending transition (due at or before `until` when given), in the order they must apply."""
+    return sorted(_pending(state, program, until), key=Transition.sort_key)
+
+
+def next_transition(state: CustomerState, program: Program) -> Due | None:
+    """The earliest pending transition; a conversion due at that instant makes it a DelayedAccrual."""
+    first = min(_pending(state, program, None), key=Transition.sort_key, default=None)
+    if first is None:
+        return None
+    kind: DueKind = "DelayedAccrual" if first.order == CONVERT else "PointsExpiry"
+    return Due(first.at, kind)
+
+
+def next_due(state: CustomerState, program: Program) -> datetime | None:
+    """When the scheduler must next evaluate this customer (earliest conversion, reminder or expiry)."""
+    due = next_transition(state, program)
+    return None if due is None else due.at
+
+
+# Applying transitions ------------------------------------------------------------------------------------
+def convert(fx: Effects, lot: Lot, at: datetime, *, scheduled: bool, reason: str | None = None) -> Decimal:
+    """Promised -> current: one CONVERT entry whose balance_after/promised_after show both buckets move."""
     amount = lot.remaining
-    lot.available_at = at if not scheduled else lot.available_at
+    lot.promised = False
+    if not scheduled:
+        lot.available_at = at
     fx.settle_debt(lot)
     fx.entry(kind=LedgerKind.CONVERT, bucket=Bucket.CURRENT, amount=amount, key=(lot.lot_id,), at=at,
              scheduled=scheduled, lot=lot, reason=reason, source_type="DelayedAccrual" if scheduled else None)
+    return amount
 
 
 def expire(fx: Effects, lot: Lot, at: datetime) -> None:
+    """Take what is left of the lot; a lot still promised at its expiry leaves the promised bucket."""
     amount = lot.remaining
     lot.remaining = ZERO
     fx.state.expired += amount
-    fx.entry(kind=LedgerKind.EXPIRE, bucket=Bucket.CURRENT, amount=-amount, key=(lot.lot_id,), at=at,
+    bucket = Bucket.PROMISED if lot.promised else Bucket.CURRENT
+    fx.entry(kind=LedgerKind.EXPIRE, bucket=bucket, amount=-amount, key=(lot.lot_id, stamp(at)), at=at,
              scheduled=True, lot=lot, source_type="PointsExpiry")
 
 
+@contextmanager
+def acting_as(fx: Effects, activity: Envelope) -> Iterator[None]:
+    """Run effects on behalf of a due transition: `fx.notify/coupon/change_tier` then derive their ids and
+    times from this synthetic activity (keyed by due time) instead of the activity that triggered it."""
+    real = fx.activity
+    fx.activity = activity
+    try:
+        yield
+    finally:
+        fx.activity = real
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """What a DelayedAccrual rule set evaluates: the promised points that became current at `due_at`.
+
+    `activity` is the synthetic DelayedAccrual its outputs are attributed to (id keyed by customer and due
+    time); it matches the scheduler's event in meaning, not in id, so a redelivered scheduler event stays a
+    no-op.
+    """
+
+    activity: act.DelayedAccrual
+    due_at: datetime
+    points: Decimal
+    lot_ids: tuple[str, ...]
+    bill_numbers: tuple[str, ...]
+
+
+def _convert_action(fx: Effects, action: ConvertAction, rule: Rule, context: Any, index: int) -> None:
+    """The document's Delayed Accrual action: the batch is already converted (see the module docstring)."""
+
+
+ACCRUAL_HANDLERS: dict[str, rules.ActionHandler] = {"convert": _convert_action}
+
+
+def due_activity(program_id: str, customer_id: str, at: datetime, kind: DueKind, event_id: str) -> Envelope:
+    """A DelayedAccrual / PointsExpiry activity at `at`: what the scheduler publishes, and the synthetic cause
+    of the outputs of due transitions."""
+    if kind == "DelayedAccrual":
+        return act.DelayedAccrual(event_id=event_id, program_id=program_id, customer_id=customer_id,
+                                  event_time=at, payload=act.DelayedAccrualPayload(due_at=at))
+    return act.PointsExpiry(event_id=event_id, program_id=program_id, customer_id=customer_id,
+                            event_time=at, payload=act.PointsExpiryPayload(due_at=at))
+
+
+def _accrual_rules(fx: Effects, at: datetime, converted: list[tuple[Lot, Decimal]]) -> None:
+    if not converted or not fx.program.rule_sets_for("DelayedAccrual"):
+        return
+    state = fx.state
+    synthetic = due_activity(state.program_id, state.customer_id, at, "DelayedAccrual",
+                             derive_id("da", state.program_id, state.customer_id, stamp(at)))
+    assert isinstance(synthetic, act.DelayedAccrual)
+    context = Conversion(
+        activity=synthetic, due_at=at, points=sum((amount for _, amount in converted), ZERO),
+        lot_ids=tuple(lot.lot_id for lot, _ in converted),
+        bill_numbers=tuple(sorted({lot.bill_number for lot, _ in converted if lot.bill_number is not None})),
+    )
+    with acting_as(fx, synthetic):
+        rules.run_rule_sets(fx, "DelayedAccrual", context, ACCRUAL_HANDLERS)
+
+
+def _remind(fx: Effects, transition: Transition) -> None:
+    """One notification per expiry group (lots expiring at the same instant) and offset."""
+    state, program = fx.state, fx.program
+    expires_at = transition.lot.expires_at
+    assert expires_at is not None
+    n, due = transition.days_before, transition.at
+    group = [
+        lot for lot in state.lots
+        if lot.remaining > ZERO and lot.expires_at is not None and stamp(lot.expires_at) == transition.key
+        and _reminder_applies(lot, n, due)
+    ]
+    if not group:
+        return
+    for lot in group:
+        lot.reminded = (*lot.reminded, n)
+    points = sum((lot.remaining for lot in group), ZERO)
+    synthetic = due_activity(state.program_id, state.customer_id, due, "PointsExpiry",
+                             derive_id("rm", state.program_id, state.customer_id, transition.key, n))
+    with acting_as(fx, synthetic):
+        fx.notify(program.reminders.channel, program.reminders.template, ("reminder", transition.key, n),
+                  points=f"{points:f}", expires_on=expiry_date(expires_at, program.zone).isoformat(),
+                  days_before=str(n))
+
+
 def materialise(fx: Effects, until: datetime) -> None:
-    """Apply every conversion and expiry due at or before `until`, in due-time order."""
-    due: list[tuple[datetime, int, str, Lot]] = []
-    for lot in fx.state.lots:
-        if lot.promised and lot.available_at is not None and lot.available_at <= until and lot.remaining > ZERO:
-            due.append((lot.available_at, 0, lot.lot_id, lot))
-        elif not lot.promised and lot.expires_at is not None and lot.expires_at <= until and lot.remaining > ZERO:
-            due.append((lot.expires_at, 1, lot.lot_id, lot))
-    for at, kind, _, lot in sorted(due, key=lambda d: d[:3]):
-        if kind == 0:
-            convert(fx, lot, at, scheduled=True)
-            if lot.expires_at is not None and lot.expires_at <= until:
-                expire(fx, lot, lot.expires_at)
-        else:
-            expire(fx, lot, at)
+    """Apply every conversion, reminder and expiry due at or before `until`, in due-time order."""
+    pending = transitions(fx.state, fx.program, until)
+    for _, group in groupby(pending, key=lambda t: t.at.astimezone(UTC)):
+        batch = list(group)
+        converted = [
+            (t.lot, convert(fx, t.lot, t.at, scheduled=True))
+            for t in batch if t.order == CONVERT and t.lot.promised and t.lot.remaining > ZERO
+        ]
+        if converted:
+            _accrual_rules(fx, batch[0].at, converted)
+        for t in batch:
+            if t.order == REMIND:
+                _remind(fx, t)
+            elif t.order == EXPIRE and t.lot.remaining > ZERO:
+                expire(fx, t.lot, t.at)
 
 
 def handle_due(fx: Effects, activity: act.DelayedAccrual | act.PointsExpiry) -> None:
@@ -57,6 +264,11 @@ def handle_due(fx: Effects, activity: act.DelayedAccrual | act.PointsExpiry) -> 
 
 
 def handle_unlock(fx: Effects, activity: act.PointsUnlock) -> None:
+    """End the return window early: convert the bill's promised points now (or only the named lines').
+
+    Line-level unlock applies to lots earned per line item; a bill-level lot is unlocked by a whole-bill
+    unlock. Unlocking is an operator action, not a delay elapsing, so DelayedAccrual rule sets do not run.
+    """
     wanted = set(activity.payload.item_ids)
     for lot in fx.state.lots:
         if lot.promised and lot.bill_number == activity.payload.bill_number and lot.remaining > ZERO and (

@@ -2,12 +2,30 @@
 
 Points are `Decimal`s; binary floats never enter. The program chooses decimals (0-3) and one of five
 strategies; the vendor document's tables (50.3458, 25.8751) are the tests.
+
+How the half-* strategies decide "midway" (a deliberate reading of the document)
+--------------------------------------------------------------------------------
+The document defines them by *the next digit*: half-up "rounds up when the next digit is five or more",
+half-down rounds down "if the decimal is 5 (midway)", half-even goes to the even neighbour "when the next
+digit is exactly five". Its table applies that literally: 25.8751 to two decimals under half-down gives
+25.87 because the next digit is 5, although 25.8751 is above the true midpoint (Python's ROUND_HALF_DOWN,
+and Java's HALF_DOWN, give 25.88). So for the three half-* strategies the engine looks at the first
+discarded digit only: it first truncates (toward zero) to `decimals + 1` places, then applies the mode.
+
+* half-up is unchanged by this (a next digit of 5 rounds up either way), so the default is the textbook one;
+* half-down and half-even differ from the textbook only when the next digit is 5 and later digits are
+  non-zero (25.8751 -> 25.87 half-down; 25.8651 -> 25.86 half-even);
+* ceiling and floor look at the exact value (they have no midpoint): 25.8701 ceils to 25.88.
+
+Negative amounts (debits) round symmetrically for the half-* strategies: the truncation is toward zero and
+the tie-breaking is on the magnitude; ceiling/floor keep their signed meaning (toward +/- infinity).
 """
 
 from __future__ import annotations
 
 from decimal import (
     ROUND_CEILING,
+    ROUND_DOWN,
     ROUND_FLOOR,
     ROUND_HALF_DOWN,
     ROUND_HALF_EVEN,
@@ -15,7 +33,6 @@ from decimal import (
     Decimal,
 )
 from enum import StrEnum
-from functools import lru_cache
 
 ZERO = Decimal(0)
 
@@ -35,18 +52,29 @@ _DECIMAL_MODES = {
     RoundingStrategy.HALF_DOWN: ROUND_HALF_DOWN,
     RoundingStrategy.HALF_EVEN: ROUND_HALF_EVEN,
 }
+_NEXT_DIGIT_ONLY = frozenset({RoundingStrategy.HALF_DOWN, RoundingStrategy.HALF_EVEN})
+_QUANTA = tuple(Decimal(1).scaleb(-d) for d in range(5))
 
 
-@lru_cache(maxsize=8)
-def _quantum(decimals: int) -> Decimal:
-    return Decimal(1).scaleb(-decimals)
+def quantum(decimals: int) -> Decimal:
+    """The smallest issuable amount at `decimals` places (1, 0.1, 0.01, 0.001)."""
+    return _QUANTA[decimals]
 
 
-def round_points(value: Decimal, decimals: int = 3, strategy: RoundingStrategy = RoundingStrategy.HALF_UP) -> Decimal:
-    """Round `value` to `decimals` places with `strategy` (Python's modes match the document's five)."""
+def round_points(
+    value: Decimal, decimals: int = 3, strategy: RoundingStrategy = RoundingStrategy.HALF_UP
+) -> Decimal:
+    """Round `value` to exactly `decimals` places with `strategy`, as the document defines it (see module)."""
     if not 0 <= decimals <= 3:
         raise ValueError(f"decimals must be 0-3, got {decimals}")
-    return value.quantize(_quantum(decimals), rounding=_DECIMAL_MODES[strategy])
+    if strategy in _NEXT_DIGIT_ONLY:
+        value = value.quantize(_QUANTA[decimals + 1], rounding=ROUND_DOWN)
+    return value.quantize(_QUANTA[decimals], rounding=_DECIMAL_MODES[strategy])
+
+
+def round_down_to(value: Decimal, decimals: int) -> Decimal:
+    """Floor to `decimals` places: what a cap allows may never be rounded up past the cap."""
+    return value.quantize(_QUANTA[decimals], rounding=ROUND_FLOOR)
 
 
 def to_decimal(value: object) -> Decimal:

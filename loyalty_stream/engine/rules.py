@@ -1,27 +1,49 @@
 """Rule-set runner: every rule set of an activity runs; within a set the first rule whose condition holds
 runs its actions (an if / else-if chain). Actions are dispatched by type so the activity's own module can
-supply the ones only it understands (redeem, convert)."""
+supply the ones only it understands (redeem, convert).
+
+Conditions come precompiled from the program's `RulePlan` (see `program.rules`); one evaluation environment
+is built per activity and shared by every rule, so a rule costs a few closure calls. While a set's actions
+run, `fx.scope` holds its `SetScope` (caps, output-id prefix).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from loyalty_stream.engine.caps import SetScope
 from loyalty_stream.engine.effects import Effects
-from loyalty_stream.program.rules import Action, IssueCouponAction, NotifyAction, Rule, RuleSet, UpgradeTierAction
+from loyalty_stream.program.expressions import Env, compile_condition
+from loyalty_stream.program.rules import (
+    Action,
+    IssueCouponAction,
+    NotifyAction,
+    Rule,
+    RuleSet,
+    UpgradeTierAction,
+    rule_plan,
+)
 
 ActionHandler = Callable[[Effects, Any, Rule, Any, int], None]
 """(effects, action, rule, activity, index within the rule) -> None"""
 
 
-def condition_holds(fx: Effects, rule: Rule, activity: Any) -> bool:
-    """Evaluate the rule's `when` expression against the activity and the customer."""
-    text = rule.when.strip()
-    if text == "true":
-        return True
-    if text == "false":
-        return False
-    raise NotImplementedError(f"expression language not available yet: {text!r}")
+def environment(fx: Effects, activity: Any, activity_name: str = "") -> Env:
+    return Env(fx.state, activity, fx.program, fx.at, activity_name)
+
+
+def condition_holds(fx: Effects, rule: Rule, activity: Any, activity_name: str = "") -> bool:
+    """Evaluate the rule's compiled `when` against the activity and the customer.
+
+    A rule outside the program's plan (built by hand) is compiled on the spot for the activity's type.
+    """
+    compiled = rule_plan(fx.program).by_rule.get(id(rule))
+    if compiled is not None and compiled.rule is rule:
+        holds = compiled.holds
+    else:
+        holds = compile_condition(rule.when, activity_name or type(activity).__name__).holds
+    return holds(environment(fx, activity, activity_name))
 
 
 def first_matching(fx: Effects, rule_set: RuleSet, activity: Any) -> Rule | None:
@@ -31,12 +53,21 @@ def first_matching(fx: Effects, rule_set: RuleSet, activity: Any) -> Rule | None
     return None
 
 
+def _output_key(fx: Effects, rule: Rule, index: int) -> tuple[object, ...]:
+    """Ids of notifications and coupons: unique across sets (and repeated tier changes) of one activity."""
+    scope = fx.scope
+    if isinstance(scope, SetScope):
+        return (*scope.key_prefix, scope.name, rule.name, index)
+    return (rule.name, index)
+
+
 def _notify(fx: Effects, action: NotifyAction, rule: Rule, activity: Any, index: int) -> None:
-    fx.notify(action.channel, action.template, (rule.name, index), **action.data)
+    fx.notify(action.channel, action.template, _output_key(fx, rule, index), **action.data)
 
 
 def _coupon(fx: Effects, action: IssueCouponAction, rule: Rule, activity: Any, index: int) -> None:
-    fx.coupon(action.series, rule.name)
+    scope = fx.scope
+    fx.coupon(action.series, rule.name, _output_key(fx, rule, index) if isinstance(scope, SetScope) else ())
 
 
 def _upgrade(fx: Effects, action: UpgradeTierAction, rule: Rule, activity: Any, index: int) -> None:
@@ -45,7 +76,9 @@ def _upgrade(fx: Effects, action: UpgradeTierAction, rule: Rule, activity: Any, 
         fx.change_tier(action.tier, f"rule {rule.name}")
 
 
-COMMON_HANDLERS: dict[str, ActionHandler] = {"notify": _notify, "issue_coupon": _coupon, "upgrade_tier": _upgrade}
+COMMON_HANDLERS: dict[str, ActionHandler] = {
+    "notify": _notify, "issue_coupon": _coupon, "upgrade_tier": _upgrade,
+}
 
 
 def run_actions(fx: Effects, rule: Rule, activity: Any, handlers: Mapping[str, ActionHandler]) -> None:
@@ -57,15 +90,35 @@ def run_actions(fx: Effects, rule: Rule, activity: Any, handlers: Mapping[str, A
 
 
 def run_rule_sets(fx: Effects, activity_name: str, activity: Any,
-                  handlers: Mapping[str, ActionHandler] | None = None) -> list[Rule]:
-    """Run the activity's rule sets; returns the rules that fired, in order."""
+                  handlers: Mapping[str, ActionHandler] | None = None,
+                  key_prefix: tuple[object, ...] | None = None) -> list[Rule]:
+    """Run the activity's rule sets; returns the rules that fired, in order.
+
+    `key_prefix` keeps output ids apart when one activity runs the same sets twice (two tier changes).
+    """
+    plan = rule_plan(fx.program).by_activity.get(activity_name)
+    if not plan:
+        return []
+    env = environment(fx, activity, activity_name)
+    prefix = key_prefix or (activity_name,)
+    actions = handlers or {}
     fired = []
-    for rule_set in fx.program.rule_sets_for(activity_name):
-        rule = first_matching(fx, rule_set, activity)
-        if rule is not None:
-            run_actions(fx, rule, activity, handlers or {})
-            fired.append(rule)
+    outer = fx.scope
+    try:
+        for compiled_set in plan:
+            for compiled_rule in compiled_set.rules:
+                if compiled_rule.holds(env):
+                    break
+            else:
+                continue
+            scope = SetScope(compiled_set, activity, prefix)
+            fx.scope = scope
+            run_actions(fx, compiled_rule.rule, activity, actions)
+            scope.close(fx)
+            fired.append(compiled_rule.rule)
+    finally:
+        fx.scope = outer
     return fired
 
 
-__all__ = ["Action", "ActionHandler", "first_matching", "run_actions", "run_rule_sets"]
+__all__ = ["Action", "ActionHandler", "condition_holds", "first_matching", "run_actions", "run_rule_sets"]

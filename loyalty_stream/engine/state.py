@@ -39,6 +39,9 @@ class Lot:
     """Reminder offsets (days before expiry) already notified for this lot."""
     cap_keys: tuple[str, ...] = ()
     """Cap counters this lot's points were counted against, so a return can release them."""
+    shortfall: Decimal = ZERO
+    """Points returns claimed from this lot after they had been redeemed (forgiven, or charged to the
+    balance), so a later reversal of that redemption neither charges nor hands them back twice."""
 
     @property
     def spendable(self) -> bool:
@@ -174,6 +177,7 @@ def _lot_to(lot: Lot) -> list[Any]:
         lot.lot_id, _d(lot.points), _d(lot.remaining), lot.promised, _t(lot.earned_at), _t(lot.available_at),
         _t(lot.expires_at), lot.source_event_id, lot.origin, lot.condition_code, lot.bill_number,
         lot.line_item_id, lot.expiry_code, lot.rolling, list(lot.reminded), list(lot.cap_keys),
+        _d(lot.shortfall),
     ]
 
 
@@ -185,6 +189,7 @@ def _lot_from(row: list[Any]) -> Lot:
         available_at=_pt(row[5]), expires_at=_pt(row[6]), source_event_id=row[7], origin=row[8],
         condition_code=row[9], bill_number=row[10], line_item_id=row[11], expiry_code=row[12], rolling=row[13],
         reminded=tuple(row[14]), cap_keys=tuple(row[15]),
+        shortfall=Decimal(row[16]) if len(row) > 16 else ZERO,
     )
 
 

@@ -51,7 +51,11 @@ class LedgerEntry(Contract):
     kind: LedgerKind
     bucket: Bucket
     amount: Decimal = Field(description="Signed points: positive credits, negative debits of the bucket.")
-    desired_amount: Decimal | None = Field(default=None, description="Before caps, when a cap cut the award.")
+    desired_amount: Decimal | None = Field(
+        default=None,
+        description="What was due when less moved: before caps for an award, the full claim for a return, the "
+        "consumed points for a reversal that withheld some.",
+    )
     balance_after: Decimal = Field(description="Current (redeemable) balance after this entry.")
     promised_after: Decimal = Field(description="Promised balance after this entry.")
     lot_id: str | None = None
@@ -68,6 +72,11 @@ class LedgerEntry(Contract):
     occurred_at: datetime = Field(description="Event time of the entry (the due time for scheduled ones).")
     reason: str | None = None
     operator_id: str | None = None
+    shortfall: Decimal | None = Field(
+        default=None,
+        description="Return claw-back only: points the return could not take because they had been redeemed and "
+        "the program forgives them (return policy take_available).",
+    )
 
 
 class BalanceChange(Contract):

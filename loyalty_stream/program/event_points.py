@@ -1,34 +1,39 @@
 """Event points (Fanfare): a catalogue of engagement events by category with program defaults.
 
-A program stores only the values it overrides; 0 disables an event.
+A program stores only the values it overrides; 0 disables an event (it still runs the Engagement rule sets,
+it just earns nothing). A name outside the catalogue is a load error in a program and a rejected (dead-
+lettered) activity at run time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Mapping
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from loyalty_stream.program.common import ProgramPart
 
+
+def _points(**events: int) -> dict[str, Decimal]:
+    return {name: Decimal(points) for name, points in events.items()}
+
+
 CATALOGUE: Mapping[str, Mapping[str, Decimal]] = MappingProxyType(
     {
-        "engagement": {"page_view": Decimal(1), "product_view": Decimal(1), "product_click": Decimal(1),
-                       "search": Decimal(1)},
-        "conversion": {"add_to_cart": Decimal(5), "view_cart": Decimal(1), "begin_checkout": Decimal(5),
-                       "purchase": Decimal(50)},
-        "social_message": {"qr_scan": Decimal(5), "message_open": Decimal(1), "message_read": Decimal(1),
-                           "message_click": Decimal(2)},
-        "queue": {"queue_entry": Decimal(5), "queue_admission": Decimal(5), "queue_completion": Decimal(10)},
-        "draw": {"draw_entry": Decimal(5), "draw_win": Decimal(25), "draw_completion": Decimal(5)},
-        "auction": {"bid_placed": Decimal(2), "bid_won": Decimal(25)},
-        "appointment": {"appointment_booking": Decimal(10), "appointment_confirmation": Decimal(5),
-                        "appointment_check_in": Decimal(10), "appointment_completion": Decimal(20)},
-        "waitlist": {"waitlist_entry": Decimal(5)},
+        "engagement": _points(page_view=1, product_view=1, product_click=1, search=1),
+        "conversion": _points(add_to_cart=5, view_cart=1, begin_checkout=5, purchase=50),
+        "social_message": _points(qr_scan=5, message_open=1, message_read=1, message_click=2),
+        "queue": _points(queue_entry=5, queue_admission=5, queue_completion=10),
+        "draw": _points(draw_entry=5, draw_win=25, draw_completion=5),
+        "auction": _points(bid_placed=2, bid_won=25),
+        "appointment": _points(appointment_booking=10, appointment_confirmation=5, appointment_check_in=10,
+                               appointment_completion=20),
+        "waitlist": _points(waitlist_entry=5),
     }
 )
+"""Category -> event name -> default points for one occurrence."""
 
 DEFAULT_POINTS: Mapping[str, Decimal] = MappingProxyType(
     {name: points for events in CATALOGUE.values() for name, points in events.items()}
@@ -39,9 +44,13 @@ CATEGORY_OF: Mapping[str, str] = MappingProxyType(
 
 
 class EventPoints(ProgramPart):
-    overrides: dict[str, Decimal] = Field(default_factory=dict, description="Event name -> points (0 disables).")
+    overrides: dict[str, Decimal] = Field(
+        default_factory=dict, description="Event name -> points for one occurrence (0 disables)."
+    )
     expiry: str | None = Field(default=None, description="Expiry condition code for event points.")
-    delay_days: int | None = Field(default=None, ge=0)
+    delay_days: int | None = Field(default=None, ge=0, description="Delayed accrual of event points.")
+
+    _table: dict[str, Decimal] = PrivateAttr(default_factory=dict)
 
     @field_validator("overrides")
     @classmethod
@@ -49,13 +58,24 @@ class EventPoints(ProgramPart):
         unknown = sorted(set(value) - set(DEFAULT_POINTS))
         if unknown:
             raise ValueError(f"unknown event names {unknown}; known: {sorted(DEFAULT_POINTS)}")
-        negative = sorted(name for name, points in value.items() if points < 0)
-        if negative:
-            raise ValueError(f"event points cannot be negative: {negative}")
+        bad = sorted(name for name, points in value.items() if not points.is_finite() or points < 0)
+        if bad:
+            raise ValueError(f"event points must be finite and not negative: {bad}")
         return value
 
+    def model_post_init(self, context: object, /) -> None:
+        self._table = {**DEFAULT_POINTS, **self.overrides}  # a dict, not a proxy: programs are deep-copied
+
+    @property
+    def table(self) -> Mapping[str, Decimal]:
+        """Effective points per event: the catalogue defaults with this program's overrides applied."""
+        return self._table
+
     def points_for(self, event_name: str) -> Decimal | None:
-        """Points for one occurrence; None for an event outside the catalogue."""
-        if event_name in self.overrides:
-            return self.overrides[event_name]
-        return DEFAULT_POINTS.get(event_name)
+        """Points for one occurrence; None for an event outside the catalogue (0 when disabled)."""
+        return self._table.get(event_name)
+
+    def by_category(self) -> dict[str, dict[str, Decimal]]:
+        """The effective table grouped like the catalogue (for the admin page)."""
+        table = self._table
+        return {category: {name: table[name] for name in events} for category, events in CATALOGUE.items()}

@@ -135,7 +135,7 @@ class Program(ProgramPart):
         return self.tiers[0].name
 
     def rule_sets_for(self, activity: str) -> list[RuleSet]:
-        return self.rule_sets.get(activity, [])  # type: ignore[call-overload]
+        return self.rule_sets.get(activity, [])  # type: ignore[call-overload,no-any-return]
 
 
 def _unique(items: list[Any], where: str) -> dict[str, Any]:

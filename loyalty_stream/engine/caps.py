@@ -1,0 +1,295 @@
+"""Per-customer caps of a rule set, counted in event time.
+
+Counters live in `CustomerState.counters` under keys that name the activity, the set, what is counted and
+the period (`cap:TransactionAdd:fuel:points:calendar_month:2024-10-01`), so a late event counts against the
+period it happened in and a return releases the period the points were counted in.
+
+Retention: a periodic counter is dropped once its period ended more than RETENTION_DAYS before the event
+being processed, which bounds the state. A late event for a period that old can no longer be checked, so a
+capped set awards nothing for it (recorded in `Outcome.skipped`): a cap is never exceeded, even by replays
+of very old activity.
+
+Each lot records the counters it used in `Lot.cap_keys`:
+
+* `"<key>"` for a points counter (total points): the lot counted its own points;
+* `"<key>=<amount>"` for an amount counter (tender amounts, tracker units): the lot's share of the amount
+  the set counted for that transaction (shares over the set's lots add up exactly to what was counted).
+
+`release_caps(state, lot, points)` gives back the part of those counts that `points` of the lot stand for;
+the returns module calls it when it claws points back.
+
+A set's scope (`SetScope`) lives while the fired rule's actions run: points caps are charged as each action
+awards; tender and tracker usage is charged once per transaction and set, when the set awarded any points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from loyalty_stream.engine import periods
+from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.line_items import ONE, Unit, distribute, quantum_of, tender_amounts
+from loyalty_stream.engine.rounding import normalize
+from loyalty_stream.engine.state import ZERO, CustomerState, Lot
+from loyalty_stream.events.activities import TransactionAdd, TransactionPayload
+from loyalty_stream.program.expressions import field_value
+from loyalty_stream.program.rules import Caps, CompiledRuleSet, Period
+
+RETENTION_DAYS = 400
+"""How long after its period ended a counter is kept (a calendar year plus room for late events)."""
+
+
+def counter_key(activity: str, set_name: str, what: str, period_label: str) -> str:
+    return f"cap:{activity}:{set_name}:{what}:{period_label}"
+
+
+def period_end(key: str) -> date | None:
+    """The local date after the last day of the key's period; None for lifetime (or a foreign key)."""
+    parts = key.rsplit(":", 2)
+    if len(parts) < 3:
+        return None
+    period = parts[1]
+    try:
+        start = date.fromisoformat(parts[2])
+    except ValueError:
+        return None
+    if period == "day":
+        return start + timedelta(days=1)
+    if period == "calendar_week":
+        return start + timedelta(days=7)
+    if period == "calendar_month":
+        return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    if period == "calendar_year":
+        return start.replace(year=start.year + 1)
+    return None
+
+
+def too_old(key: str, newest: datetime | None, fx: Effects) -> bool:
+    """Has this period's counter possibly been dropped already (ended > RETENTION before the newest event)?"""
+    end = period_end(key)
+    if end is None or newest is None:
+        return False
+    return end < newest.astimezone(fx.program.zone).date() - timedelta(days=RETENTION_DAYS)
+
+
+def _prune(fx: Effects, key: str) -> None:
+    """When a new period's counter opens, drop counters whose period ended more than RETENTION ago."""
+    counters = fx.state.counters
+    if key in counters or key.endswith(":lifetime"):
+        return
+    horizon = fx.at.astimezone(fx.program.zone).date() - timedelta(days=RETENTION_DAYS)
+    for old in [k for k in counters if k.startswith("cap:")]:
+        end = period_end(old)
+        if end is not None and end < horizon:
+            del counters[old]
+
+
+def charge(fx: Effects, key: str, amount: Decimal) -> None:
+    if amount <= ZERO:
+        return
+    _prune(fx, key)
+    fx.state.counters[key] = fx.state.counters.get(key, ZERO) + amount
+
+
+def release_caps(state: CustomerState, lot: Lot, points: Decimal) -> None:
+    """Give back the cap usage `points` of `lot` stand for (a return claws them back)."""
+    if points <= ZERO or lot.points <= ZERO or not lot.cap_keys:
+        return
+    share = min(ONE, points / lot.points)
+    for entry in lot.cap_keys:
+        key, sep, amount = entry.partition("=")
+        release = Decimal(amount) * share if sep else min(points, lot.points)
+        used = state.counters.get(key)
+        if used is None:
+            continue  # the period's counter was pruned: it no longer limits anything
+        left = used - release
+        if left > ZERO:
+            state.counters[key] = left
+        else:
+            del state.counters[key]
+
+
+@dataclass(slots=True)
+class AmountCap:
+    """Usage of an amount counter (tender or tracker) computed for one transaction and set."""
+
+    key: str
+    counted: Decimal
+    factors: dict[str | None, Decimal]
+    """Per line item id (None: the bill as a whole): the share of its amount still allowed to earn."""
+    notes: list[str] = field(default_factory=list)
+    modes: frozenset[str] = frozenset()
+    """Tender caps: the capped payment modes, and the part of their payment over the allowance."""
+    excess: Decimal = ZERO
+
+    def for_modes(self, payload: TransactionPayload, eligible: Sequence[str] | None) -> Decimal:
+        """Tender cap factor for an action that earns only on `eligible` modes (tender unroller).
+
+        The excess is taken from the capped modes' payment; an unroller that keeps only part of that
+        payment bears that part of the excess, on the part of the bill it earns on.
+        """
+        if eligible is None or self.excess <= ZERO:
+            return self.factors[None]
+        paid = tender_amounts(payload, eligible)
+        base = min(paid, payload.amount)
+        capped_paid = tender_amounts(payload, tuple(self.modes))
+        if base <= ZERO or capped_paid <= ZERO:
+            return ONE
+        mine = tender_amounts(payload, [m for m in eligible if m in self.modes])
+        excess = self.excess * mine / capped_paid
+        return max(ZERO, min(ONE, (base - excess) / base))
+
+
+@dataclass(slots=True)
+class SetScope:
+    """One rule set's run for one activity (or one tier change): caps and the lots it produced."""
+
+    compiled: CompiledRuleSet
+    activity: Any
+    key_prefix: tuple[object, ...]
+    """Ids of this scope's outputs start with it (the activity, and for TierChange the new tier)."""
+    lots: list[Lot] = field(default_factory=list)
+    awarded: Decimal = ZERO
+    _tender: AmountCap | None = None
+    _tracker: AmountCap | None = None
+    _points_key: str | None = None
+    _points_exhausted: bool = False
+
+    @property
+    def caps(self) -> Caps:
+        return self.compiled.rule_set.caps
+
+    @property
+    def name(self) -> str:
+        return self.compiled.rule_set.name
+
+    # Points ------------------------------------------------------------------------------------------
+    def points_key(self, fx: Effects) -> str | None:
+        """The total-points counter of this event's period (computed once per scope)."""
+        caps = self.caps
+        if caps.total_points is None:
+            return None
+        if self._points_key is None:
+            label = periods.period_key(fx.at, caps.total_points_period, fx.program.zone)
+            self._points_key = counter_key(self.compiled.activity, self.name, "points", label)
+            self._points_exhausted = too_old(self._points_key, fx.state.last_event_time, fx)
+        return self._points_key
+
+    def points_room(self, fx: Effects) -> Decimal | None:
+        """Points the set may still award in the current period; None when uncapped."""
+        key = self.points_key(fx)
+        if key is None or self.caps.total_points is None:
+            return None
+        if self._points_exhausted:
+            return ZERO
+        return max(ZERO, self.caps.total_points - fx.state.counters.get(key, ZERO))
+
+    # Amount caps (TransactionAdd) ------------------------------------------------------------------------
+    def amount_caps(self, fx: Effects) -> list[AmountCap]:
+        caps, activity = self.caps, self.activity
+        if not isinstance(activity, TransactionAdd) or not (caps.tender_amount or caps.tracker):
+            return []
+        if caps.tender_amount is not None and self._tender is None:
+            self._tender = _tender(fx, self, activity)
+        if caps.tracker is not None and self._tracker is None:
+            self._tracker = _tracker(fx, self, activity)
+        return [c for c in (self._tender, self._tracker) if c is not None]
+
+    def factor(self, fx: Effects, unit: Unit, tender_modes: Sequence[str] | None = None) -> Decimal:
+        """The share of `unit`'s amount the tender and tracker caps still let earn (for an action earning on
+        `tender_modes` only, when it has a tender unroller)."""
+        result = ONE
+        for cap in self.amount_caps(fx):
+            if cap is self._tender and isinstance(self.activity, TransactionAdd):
+                result *= cap.for_modes(self.activity.payload, tender_modes)
+            else:
+                result *= cap.factors.get(unit.item_id, cap.factors.get(None, ONE))
+        return result
+
+    # Bookkeeping -------------------------------------------------------------------------------------
+    def charge_points(self, fx: Effects, awarded: Decimal, lots: list[Lot]) -> None:
+        self.awarded += awarded
+        self.lots.extend(lots)
+        key = self.points_key(fx)
+        if key is None or awarded <= ZERO:
+            return
+        charge(fx, key, awarded)
+        for lot in lots:
+            lot.cap_keys = (*lot.cap_keys, key)
+
+    def close(self, fx: Effects) -> None:
+        """Charge tender/tracker usage once, if the set awarded points, and spread it over its lots."""
+        for cap in (self._tender, self._tracker):
+            if cap is None:
+                continue
+            fx.outcome.skipped.extend(cap.notes)
+            if cap.counted <= ZERO or self.awarded <= ZERO:
+                continue
+            charge(fx, cap.key, cap.counted)
+            lots = [lot for lot in self.lots if lot.points > ZERO]
+            shares = distribute(cap.counted, [lot.points for lot in lots], quantum_of(cap.counted))
+            for lot, share in zip(lots, shares, strict=True):
+                if share > ZERO:
+                    lot.cap_keys = (*lot.cap_keys, f"{cap.key}={normalize(share)}")
+
+
+def _period_key(fx: Effects, scope: SetScope, what: str, period: Period) -> str:
+    label = periods.period_key(fx.at, period, fx.program.zone)
+    return counter_key(scope.compiled.activity, scope.name, what, label)
+
+
+def _room(fx: Effects, key: str, limit: Decimal) -> Decimal:
+    if too_old(key, fx.state.last_event_time, fx):
+        return ZERO
+    return max(ZERO, limit - fx.state.counters.get(key, ZERO))
+
+
+def _tender(fx: Effects, scope: SetScope, activity: TransactionAdd) -> AmountCap:
+    """Only the first `limit` paid with the capped modes earns: the excess is taken off the bill pro rata."""
+    cap = scope.caps.tender_amount
+    assert cap is not None
+    payload = activity.payload
+    key = _period_key(fx, scope, "tender:" + "+".join(sorted(cap.modes)), cap.period)
+    paid = tender_amounts(payload, cap.modes)
+    room = _room(fx, key, cap.limit)
+    counted = min(paid, room)
+    excess = min(paid - counted, payload.amount)
+    factor = ONE if payload.amount <= ZERO else (payload.amount - excess) / payload.amount
+    return AmountCap(key, counted, {None: factor}, modes=frozenset(cap.modes), excess=excess)
+
+
+def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd) -> AmountCap:
+    """Line items carrying the tracked field earn only for the units still allowed, in bill order."""
+    cap = scope.caps.tracker
+    assert cap is not None
+    payload = activity.payload
+    key = _period_key(fx, scope, f"tracker:{cap.field}", cap.period)
+    room = _room(fx, key, cap.limit)
+    factors: dict[str | None, Decimal] = {}
+    notes: list[str] = []
+    counted = ZERO
+    weighted = ZERO
+    for item in payload.line_items:
+        raw = item.custom_fields.get(cap.field)
+        if raw is None:
+            factors[item.item_id] = ONE
+            weighted += item.amount
+            continue
+        value = field_value(raw)
+        if not isinstance(value, Decimal) or value < ZERO:
+            factors[item.item_id] = ZERO
+            notes.append(f"{scope.compiled.where}.caps.tracker: line item {item.item_id} field {cap.field!r} "
+                         f"is {raw!r}, not a quantity; the item earns nothing in this set")
+            continue
+        allowed = min(value, room - counted)
+        counted += allowed
+        factors[item.item_id] = ONE if value == ZERO else allowed / value
+        weighted += item.amount * factors[item.item_id]
+    items_total = sum((i.amount for i in payload.line_items), ZERO)
+    if items_total > ZERO:
+        factors[None] = weighted / items_total
+    return AmountCap(key, counted, factors, notes)

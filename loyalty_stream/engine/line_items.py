@@ -1,0 +1,101 @@
+"""Line-item allocation: which parts of a bill an allocation earns on, and exact splitting of points.
+
+`distribute` is the one place points are split (items of a bill, cap usage over lots): shares are whole
+multiples of a quantum that add up *exactly* to the total, by the largest-remainder method in integer
+arithmetic (ties go to the earlier item), so splitting never creates or loses a point whatever the rounding
+strategy, and the same inputs always give the same shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from loyalty_stream.engine.state import ZERO
+from loyalty_stream.events.activities import LineItem, TransactionPayload
+from loyalty_stream.program.rules import AllocateAction
+
+ONE = Decimal(1)
+
+
+@dataclass(slots=True)
+class Unit:
+    """What one lot is earned on: the whole bill (item None) or one line item, and its eligible amount."""
+
+    item_id: str | None
+    amount: Decimal
+    item: LineItem | None = None
+
+
+def _eligible(item: LineItem, action: AllocateAction) -> bool:
+    options = action.line_items
+    if options is None:
+        return True
+    if options.sku_in is not None and item.sku not in options.sku_in:
+        return False
+    return options.category_in is None or item.category in options.category_in
+
+
+def units_for(action: AllocateAction, payload: TransactionPayload | None) -> list[Unit]:
+    """The units an allocate action earns on (before caps); empty when a filter matches nothing."""
+    if payload is None:
+        return [Unit(None, ZERO)]
+    options = action.line_items
+    if options is None or not payload.line_items:
+        if options is not None and options.filtered:
+            return []
+        return [Unit(None, payload.amount)]
+    return [Unit(item.item_id, item.amount, item) for item in payload.line_items if _eligible(item, action)]
+
+
+def tender_amounts(payload: TransactionPayload, modes: Sequence[str]) -> Decimal:
+    return sum((t.amount for t in payload.tenders if t.mode in modes), ZERO)
+
+
+def tender_fraction(payload: TransactionPayload, modes: Sequence[str]) -> Decimal:
+    """Tender unroller: the share of the bill paid with `modes` (at most all of it; 0 for a 0 bill)."""
+    if payload.amount <= ZERO:
+        return ZERO
+    return min(ONE, tender_amounts(payload, modes) / payload.amount)
+
+
+def _scaled_ints(weights: Sequence[Decimal]) -> list[int]:
+    """Non-negative weights as integers with the same ratios (exact: Decimals are scaled, never divided)."""
+    places = max((-int(w.as_tuple().exponent) for w in weights if w > ZERO), default=0)
+    places = max(places, 0)
+    return [int(w.scaleb(places)) if w > ZERO else 0 for w in weights]
+
+
+def distribute(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> list[Decimal]:
+    """Split `total` (a multiple of `quantum`) in proportion to `weights` (all zero: equal shares).
+
+    Shares are multiples of `quantum` summing exactly to `total`; the leftover quanta after flooring go to
+    the largest remainders, ties to the earlier position.
+    """
+    if not weights:
+        return []
+    if total < ZERO:
+        return [-share for share in distribute(-total, weights, quantum)]
+    units_dec = total / quantum
+    if units_dec != units_dec.to_integral_value():
+        raise ValueError(f"{total} is not a multiple of {quantum}")
+    units = int(units_dec)
+    ints = _scaled_ints(weights)
+    if not any(ints):
+        ints = [1] * len(weights)
+    whole = sum(ints)
+    floors = [units * w // whole for w in ints]
+    leftover = units - sum(floors)
+    if leftover:
+        order = sorted(range(len(ints)), key=lambda i: (-(units * ints[i] % whole), i))
+        for position in range(leftover):
+            floors[order[position % len(order)]] += 1
+    return [Decimal(f) * quantum for f in floors]
+
+
+def quantum_of(value: Decimal, finest: Decimal = Decimal("0.0001")) -> Decimal:
+    """A quantum fine enough to split `value` exactly: its own last place, or `finest` if coarser."""
+    exponent = int(value.as_tuple().exponent)
+    own = Decimal(1).scaleb(min(exponent, 0))
+    return min(own, finest)
