@@ -1,0 +1,61 @@
+"""Keeps the scheduler's due index current from the worker without a Redis round trip per event.
+
+After each apply the worker notes the customer's next transition (pure CPU); a timer flushes the notes in
+one pipeline. A crash between apply and flush loses only index entries, which `rebuild` recreates from the
+customer table at start — the index is a cache, never the source of truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from redis.asyncio import Redis
+
+from loyalty_stream.engine import lifecycle
+from loyalty_stream.engine.state import CustomerState
+from loyalty_stream.program.loader import ProgramRegistry
+from loyalty_stream.scheduler import rebuild_due_index
+from loyalty_stream.scheduler.due_index import due_key, due_score, kind_key, member
+
+log = logging.getLogger(__name__)
+
+
+class DueRecorder:
+    def __init__(self, redis: Redis, prefix: str, registry: ProgramRegistry) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.registry = registry
+        self.pending: dict[str, tuple[int, str] | None] = {}
+
+    def note(self, state: CustomerState) -> None:
+        program = self.registry.get(state.program_id)
+        if program is None:
+            return
+        due = lifecycle.next_transition(state, program)
+        name = member(state.program_id, state.customer_id)
+        self.pending[name] = None if due is None else (due_score(due.at), due.kind)
+
+    async def flush(self) -> int:
+        if not self.pending:
+            return 0
+        pending, self.pending = self.pending, {}
+        pipe = self.redis.pipeline(transaction=False)
+        zkey, hkey = due_key(self.prefix), kind_key(self.prefix)
+        for name, due in pending.items():
+            if due is None:
+                pipe.zrem(zkey, name)
+                pipe.hdel(hkey, name)
+            else:
+                pipe.zadd(zkey, {name: due[0]})
+                pipe.hset(hkey, name, due[1])
+        try:
+            await pipe.execute()
+        except Exception:
+            for name, due in pending.items():  # keep what failed for the next flush, unless superseded
+                self.pending.setdefault(name, due)
+            raise
+        return len(pending)
+
+    async def rebuild(self, states: Iterable[CustomerState]) -> int:
+        return await rebuild_due_index(self.redis, self.prefix, states, self.registry)
