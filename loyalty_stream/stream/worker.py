@@ -92,8 +92,9 @@ class LoyaltyWorker:
         self.due: DueRecorder | None = None
         self.scheduler: Scheduler | None = None
         if redis is not None:
-            self.due = DueRecorder(redis, prefix, registry)
-            self.scheduler = Scheduler(redis, prefix, self._send_scheduled)
+            redis_prefix = f"{settings.redis_prefix}{prefix}"
+            self.due = DueRecorder(redis, redis_prefix, registry)
+            self.scheduler = Scheduler(redis, redis_prefix, self._send_scheduled)
             self.app.timer(interval=due_flush_interval, name="due-index-flush")(self._flush_due)
             self.app.task(self._run_scheduler)
             self.app.task(self._rebuild_due_index)
