@@ -1,0 +1,1 @@
+"""Benchmarks: a deterministic workload generator and the engine / replay / memory figures."""

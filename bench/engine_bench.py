@@ -1,0 +1,168 @@
+"""Engine, replay and state-memory benchmarks over the deterministic workload (`bench.workload`).
+
+Run alone: `.venv/bin/python -m bench.engine_bench [--activities N] [--customers M] [--json]` prints a table.
+Each function returns a dict of figures, so `make bench` can merge them with the broker benchmarks.
+
+* `engine`: the pure engine on one core: activities decoded up front, `apply(..., in_place=True)`, customer
+  states kept as objects in a dict. Measures the rules engine alone (no JSON either side).
+* `replay`: `replay.runner.replay` over the encoded records: activity decode, state decode, engine, state
+  encode and output encode, per record, exactly as the Faust agent does it (minus the broker).
+* `memory`: the memory store after the replay (customer states as orjson bytes in a dict), measured with
+  tracemalloc and scaled to 100k customers; also the same states as decoded objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+import tracemalloc
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from bench import workload
+from loyalty_stream.engine.core import apply
+from loyalty_stream.engine.state import CustomerState
+from loyalty_stream.events.activities import activity_adapter
+from loyalty_stream.events.envelope import Envelope
+from loyalty_stream.events.outputs import SourceRef
+from loyalty_stream.program.loader import ProgramRegistry
+from loyalty_stream.replay.runner import Record, replay
+from loyalty_stream.stream.processor import decode_state
+
+Figures = dict[str, Any]
+
+
+def decode_records(records: Sequence[Record]) -> list[tuple[Envelope, SourceRef]]:
+    """The activities and where they were read, decoded once (outside any timing)."""
+    decoded = []
+    for record in records:
+        activity: Envelope = activity_adapter.validate_json(record.value or b"")
+        source = SourceRef.model_construct(topic=record.topic, partition=record.partition, offset=record.offset)
+        decoded.append((activity, source))
+    return decoded
+
+
+def engine(records: Sequence[Record], registry: ProgramRegistry) -> Figures:
+    """Pure engine activities/s: pre-decoded activities, in-place apply, states as objects in a dict."""
+    decoded = decode_records(records)
+    programs = {pid: registry.get(pid) for pid in registry.ids()}
+    states: dict[tuple[str, str], CustomerState] = {}
+    entries = 0
+    gc.collect()
+    gc.freeze()  # the pre-decoded input is not part of the work: keep it out of the collector's way
+    try:
+        started = time.perf_counter()
+        for activity, source in decoded:
+            key = (activity.program_id, activity.customer_id)
+            program = programs[activity.program_id]
+            assert program is not None
+            outcome = apply(states.get(key), activity, program, source, in_place=True)
+            states[key] = outcome.state
+            entries += len(outcome.ledger)
+        seconds = time.perf_counter() - started
+    finally:
+        gc.unfreeze()
+    lots = [len(state.lots) for state in states.values()]
+    return {
+        "activities": len(decoded),
+        "seconds": round(seconds, 3),
+        "activities_per_s": round(len(decoded) / seconds),
+        "ledger_entries": entries,
+        "customers": len(states),
+        "lots_mean": round(sum(lots) / len(lots), 1),
+        "lots_max": max(lots),
+    }
+
+
+def replay_figures(records: Sequence[Record], registry: ProgramRegistry) -> tuple[Figures, dict[bytes, bytes]]:
+    """Offline replay activities/s over the encoded records; also returns the final state store."""
+    gc.collect()
+    started = time.perf_counter()
+    result = replay(records, registry)
+    wall = time.perf_counter() - started
+    sizes = [len(value) for value in result.states.values()]
+    figures = {
+        "activities": result.activities,
+        "seconds": round(result.seconds, 3),
+        "activities_per_s": round(result.rate),
+        "wall_seconds_with_sort": round(wall, 3),
+        "ledger_entries": len(result.ledger),
+        "dead_letters": result.dead_letters,
+        "state_bytes_mean": round(sum(sizes) / len(sizes)),
+        "state_bytes_max": max(sizes),
+    }
+    return figures, result.states
+
+
+def memory(states: dict[bytes, bytes]) -> Figures:
+    """Memory of the store (state bytes in a dict) and of the same states decoded, per 100k customers."""
+    customers = len(states)
+    scale = 100_000 / customers
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        store = {bytes(bytearray(key)): bytes(bytearray(value)) for key, value in states.items()}
+        as_bytes = tracemalloc.get_traced_memory()[0] - before
+        before = tracemalloc.get_traced_memory()[0]
+        objects = {key: decode_state(value) for key, value in store.items()}
+        as_objects = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    del store, objects
+    return {
+        "customers": customers,
+        "bytes_store_mb_per_100k": round(as_bytes * scale / 2**20, 1),
+        "object_store_mb_per_100k": round(as_objects * scale / 2**20, 1),
+        "state_json_bytes_total_mb": round(sum(len(v) for v in states.values()) / 2**20, 1),
+    }
+
+
+def run(activities: int = 100_000, customers: int = 50_000, seed: int = 7, days: float = 120,
+        with_memory: bool = True) -> dict[str, Figures]:
+    records = workload.generate(activities, customers, seed=seed, days=days)
+    registry = workload.load_registry()
+    results: dict[str, Figures] = {
+        "workload": {"activities": len(records), "customers": customers, "seed": seed, "days": days,
+                     **workload.kinds(records)},
+        "engine": engine(records, registry),
+    }
+    results["replay"], states = replay_figures(records, registry)
+    if with_memory:
+        results["memory"] = memory(states)
+    return results
+
+
+def _table(results: dict[str, Figures]) -> str:
+    lines = []
+    for section, figures in results.items():
+        lines.append(f"{section}")
+        for name, value in figures.items():
+            shown = f"{value:,}" if isinstance(value, int) else str(value)
+            lines.append(f"  {name:<28} {shown:>14}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--activities", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--days", type=float, default=120)
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    results = run(args.activities, args.customers, args.seed, args.days, not args.no_memory)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    else:
+        print(_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
