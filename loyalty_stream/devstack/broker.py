@@ -14,32 +14,24 @@ synchronous code and from inside a running event loop alike.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
-import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+
+from loyalty_stream.devstack.process import DEFAULT_HOST, DEFAULT_LOG_DIR, ManagedServer, free_port
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_LOG_DIR = Path(tempfile.gettempdir()) / "loyalty-stream-devstack"
+__all__ = [
+    "DEFAULT_HOST", "DEFAULT_LOG_DIR", "EmbeddedBroker", "free_port", "is_tansu", "kafka_answers", "start_broker",
+]
 
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port that was free a moment ago (the OS picks it; small race, callers retry on failure)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _split_host_port(address: str) -> tuple[str, int]:
@@ -136,29 +128,14 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-class EmbeddedBroker:
-    """One Tansu broker process on a loopback port.
+class EmbeddedBroker(ManagedServer):
+    """One Tansu broker process on a loopback port (memory storage).
 
     Use as a context manager (``with EmbeddedBroker() as broker: broker.bootstrap``) or call
     :meth:`start` / :meth:`stop`. ``stop`` is idempotent and also registered with :mod:`atexit`.
     """
 
-    def __init__(
-        self,
-        *,
-        host: str = DEFAULT_HOST,
-        port: int | None = None,
-        log_path: Path | None = None,
-        binary: str | None = None,
-        startup_timeout: float = 20.0,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.log_path = log_path
-        self.binary = binary
-        self.startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
+    label = "tansu"
 
     @property
     def bootstrap(self) -> str:
@@ -167,100 +144,25 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    def address(self) -> str:
+        return self.bootstrap
 
-    def start(self) -> str:
-        """Start the broker and block until it answers a Metadata request; return its bootstrap address."""
-        if self.running:
-            return self.bootstrap
-        binary = self.binary or resolve_tansu_binary()
-        fixed_port = self.port
-        attempts = 1 if fixed_port is not None else 3  # a picked free port can be taken meanwhile: retry
-        last_error: Exception | None = None
-        for _ in range(attempts):
-            try:
-                self._spawn(binary, fixed_port if fixed_port is not None else free_port(self.host))
-                return self.bootstrap
-            except RuntimeError as exc:
-                last_error = exc
-                self.stop()
-        self.port = fixed_port
-        raise RuntimeError(f"embedded Kafka broker did not start: {last_error}")
+    def find_binary(self) -> str:
+        return resolve_tansu_binary()
 
-    def _spawn(self, binary: str, port: int) -> None:
-        self.port = port
-        log_path = self.log_path or DEFAULT_LOG_DIR / f"tansu-{port}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        self._log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+    def command(self, binary: str, port: int) -> list[str]:
         url = f"tcp://{self.host}:{port}"
-        cmd = [
-            binary,
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ]
-        log.info("starting embedded broker on %s (log: %s)", url, log_path)
-        self._process = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            # Own process group: a Ctrl-C in the terminal reaches us, and we stop the broker in order.
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            env={**os.environ, "RUST_LOG": os.environ.get("TANSU_RUST_LOG", "warn")},
-        )
-        atexit.register(self.stop)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(
-                    f"tansu exited with code {self._process.returncode}; see {log_path}: {self._tail()}"
-                )
-            if kafka_answers(self.bootstrap, timeout=0.5):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"tansu did not answer on {url} within {self.startup_timeout}s; see {log_path}")
+        return [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/"]
 
-    def _tail(self, size: int = 2000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_bytes()[-size:].decode("utf-8", "replace")
+    def answers(self, timeout: float) -> bool:
+        return kafka_answers(self.bootstrap, timeout=timeout)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the broker (SIGTERM, then SIGKILL after ``timeout``). Safe to call more than once."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("tansu did not stop within %ss; killing it", timeout)
-                process.kill()
-                process.wait(timeout)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        with contextlib.suppress(Exception):
-            atexit.unregister(self.stop)
+    def environment(self) -> dict[str, str]:
+        return {"RUST_LOG": os.environ.get("TANSU_RUST_LOG", "warn")}
 
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def preexec(self) -> Callable[[], None] | None:
+        return _die_with_parent if sys.platform.startswith("linux") else None
 
 
 def start_broker(*, port: int | None = None, log_path: Path | None = None) -> EmbeddedBroker:

@@ -9,19 +9,14 @@ persistence off (no RDB snapshots, no AOF) in a temporary directory that is remo
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import importlib.util
 import logging
 import shutil
-import subprocess
 import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO
+from typing import Any
 
-from loyalty_stream.devstack.broker import DEFAULT_HOST, DEFAULT_LOG_DIR, free_port
+from loyalty_stream.devstack.process import ManagedServer
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +50,14 @@ def find_redis_server() -> str:
     )
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(ManagedServer):
     """A throwaway ``redis-server`` on a loopback port. Context manager or :meth:`start` / :meth:`stop`."""
 
-    def __init__(
-        self,
-        *,
-        host: str = DEFAULT_HOST,
-        port: int | None = None,
-        binary: str | None = None,
-        log_path: Path | None = None,
-        startup_timeout: float = 10.0,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.binary = binary
-        self.log_path = log_path
-        self.startup_timeout = startup_timeout
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
+    label = "redis-server"
+
+    def __init__(self, **options: Any) -> None:
+        options.setdefault("startup_timeout", 10.0)
+        super().__init__(**options)
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -83,34 +67,15 @@ class EmbeddedRedis:
         return f"redis://{self.host}:{self.port}/0"
 
     @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+    def address(self) -> str:
+        return self.url
 
-    def start(self) -> str:
-        """Start the server, wait until it answers PING and return its URL."""
-        if self.running:
-            return self.url
-        binary = self.binary or find_redis_server()
-        fixed_port = self.port
-        last_error: Exception | None = None
-        for _ in range(1 if fixed_port is not None else 3):
-            try:
-                self._spawn(binary, fixed_port if fixed_port is not None else free_port(self.host))
-                return self.url
-            except RuntimeError as exc:
-                last_error = exc
-                self.stop()
-        self.port = fixed_port
-        raise RuntimeError(f"redis-server did not start: {last_error}")
+    def find_binary(self) -> str:
+        return find_redis_server()
 
-    def _spawn(self, binary: str, port: int) -> None:
-        self.port = port
+    def command(self, binary: str, port: int) -> list[str]:
         self._workdir = tempfile.TemporaryDirectory(prefix="loyalty-redis-")
-        log_path = self.log_path or DEFAULT_LOG_DIR / f"redis-{port}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_path
-        self._log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        cmd = [
+        return [
             binary,
             "--port", str(port),
             "--bind", self.host,
@@ -120,55 +85,14 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]  # fmt: skip
-        log.info("starting redis-server %s on %s:%s (log: %s)", binary, self.host, port, log_path)
-        self._process = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        atexit.register(self.stop)
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                raise RuntimeError(f"redis-server exited with code {code}; see {log_path}")
-            if redis_answers(self.url, timeout=0.5):
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer within {self.startup_timeout}s; see {log_path}")
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL) and delete its directory. Idempotent."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+    def answers(self, timeout: float) -> bool:
+        return redis_answers(self.url, timeout=timeout)
+
+    def cleanup(self) -> None:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-        with contextlib.suppress(Exception):
-            atexit.unregister(self.stop)
-
-    def __enter__(self) -> EmbeddedRedis:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def ensure_redis(url: str) -> tuple[str, EmbeddedRedis | None]:
