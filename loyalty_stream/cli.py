@@ -157,9 +157,12 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 
 
 def cmd_programs(args: argparse.Namespace) -> int:
+    """`validate` checks files; `publish` also sends them to the program topic, where every worker picks
+    the new version up without a restart (a program is keyed by its id; bump the version to change it)."""
     from loyalty_stream.program.loader import ProgramError, read_program_file
 
     failed = 0
+    valid = []
     for name in args.files:
         try:
             program = read_program_file(Path(name))
@@ -167,8 +170,19 @@ def cmd_programs(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             failed += 1
         else:
+            valid.append(program)
             print(f"{name}: ok (program {program.id} version {program.version})")
-    return 1 if failed else 0
+    if failed or args.action == "validate":
+        return 1 if failed else 0
+    from loyalty_stream.stream.catalogue import load_catalogue
+    from loyalty_stream.stream.kafka_io import produce_records
+
+    settings = _settings(args)
+    topic = load_catalogue(settings.catalogue_path)["program"].physical_name(settings.topic_prefix)
+    records = [(p.id.encode(), orjson.dumps(p.model_dump(mode="json", exclude={"compiled"}))) for p in valid]
+    asyncio.run(produce_records(settings.kafka_bootstrap, topic, records))
+    print(f"published {len(records)} program(s) to {topic}")
+    return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -221,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--dir", default="schemas")
     schemas.set_defaults(func=cmd_schemas)
 
-    programs = sub.add_parser("programs", help="validate program files")
-    programs.add_argument("action", choices=["validate"])
+    programs = sub.add_parser("programs", help="validate program files, or publish them to running workers")
+    programs.add_argument("action", choices=["validate", "publish"])
     programs.add_argument("files", nargs="+")
     programs.set_defaults(func=cmd_programs)
 
