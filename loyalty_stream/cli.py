@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import uuid
 from collections.abc import Sequence
@@ -126,10 +127,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     def show(key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
         text = value.decode("utf-8", "replace") if value is not None else "null"
         if args.pretty and value is not None:
-            try:
+            with contextlib.suppress(orjson.JSONDecodeError):
                 text = orjson.dumps(orjson.loads(value), option=orjson.OPT_INDENT_2).decode()
-            except orjson.JSONDecodeError:
-                pass
         prefix = f"{partition}:{offset} {key.decode('utf-8', 'replace') if key else '-'} " if args.verbose else ""
         print(prefix + text, flush=True)
 

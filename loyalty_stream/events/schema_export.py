@@ -27,7 +27,8 @@ def render_schemas() -> dict[str, bytes]:
     for model in MODELS:
         schema = model.model_json_schema(mode="validation")
         schema["$id"] = f"https://loyalty-stream.dev/schemas/{model.__name__}.json"
-        rendered[f"{model.__name__}.json"] = orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        rendered[f"{model.__name__}.json"] = orjson.dumps(schema, option=options) + b"\n"
     return rendered
 
 
