@@ -184,6 +184,22 @@ def cmd_programs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from loyalty_stream.api.app import run_api
+    from loyalty_stream.api.config import ApiSettings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    return run_api(_settings(args), ApiSettings(**overrides))
+
+
+def cmd_readmodel(args: argparse.Namespace) -> int:
+    from loyalty_stream.readmodel.projection import run_projection, run_rebuild
+
+    if args.action == "rebuild":
+        return run_rebuild(_settings(args))
+    return run_projection(_settings(args), rebuild=args.rebuild)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from loyalty_stream.replay.runner import run_replay_command
 
@@ -238,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     programs.add_argument("action", choices=["validate", "publish"])
     programs.add_argument("files", nargs="+")
     programs.set_defaults(func=cmd_programs)
+
+    api = sub.add_parser("api", help="HTTP API: consumer reads, admin adjustments, /admin page, /openapi.json")
+    api.add_argument("--host")
+    api.add_argument("--port", type=int)
+    api.set_defaults(func=cmd_api)
+
+    readmodel = sub.add_parser("readmodel", help="run the Redis projection (or rebuild it from the topics)")
+    readmodel.add_argument("action", nargs="?", choices=["run", "rebuild"], default="run")
+    readmodel.add_argument("--rebuild", action="store_true", help="reset the keys, then follow the topics")
+    readmodel.set_defaults(func=cmd_readmodel)
 
     replay = sub.add_parser("replay", help="re-evaluate activity topics offline under a program")
     replay.add_argument("--program", action="append", help="program file(s) to evaluate with")
