@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     broker_session_timeout: float = Field(default=60.0, gt=0)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0)
     broker_commit_interval: float = Field(default=2.8, gt=0)
+    fetch_max_wait_ms: int = Field(
+        default=500, ge=0,
+        description="How long the broker may hold a fetch that has no data yet. Kafka answers as soon as data "
+        "arrives; the embedded broker (Tansu) only at this deadline, so it adds up to this much latency there "
+        "(the dev stack and tests use a few ms).",
+    )
     data_dir: Path = Field(
         default=Path(tempfile.gettempdir()) / "loyalty-stream",
         description="Parent of Faust's per-app data directory (<data_dir>/<app_id>-data). Outside the work "

@@ -33,7 +33,7 @@ def handle_adjustment(fx: Effects, activity: act.ManualAdjustment) -> None:
                   origin="adjust", kind=LedgerKind.ADJUST, reason=payload.reason,
                   operator_id=payload.operator_id)
         return
-    balance = fx.state.current
+    balance = fx.current
     available = max(ZERO, balance)
     if points > available and not payload.clamp:
         fx.outcome.rejected = (f"deducting {normalize(points)} points would take the balance "
@@ -48,7 +48,7 @@ def handle_adjustment(fx: Effects, activity: act.ManualAdjustment) -> None:
                  desired_amount=-points, reason=reason, operator_id=payload.operator_id)
         return
     for lot, take in plan_spending(fx.state, amount):
-        lot.remaining -= take
+        fx.take(lot, take)
         fx.entry(kind=LedgerKind.ADJUST, bucket=Bucket.CURRENT, amount=-take, key=("adjust", lot.lot_id),
                  lot=lot, condition_code=None, line_item_id=None, bill_number=None, reason=reason,
                  operator_id=payload.operator_id)

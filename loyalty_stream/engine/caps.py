@@ -28,10 +28,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from loyalty_stream.engine import periods
 from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.line_items import ONE, Unit, distribute, quantum_of, tender_amounts
 from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
@@ -47,6 +49,7 @@ def counter_key(activity: str, set_name: str, what: str, period_label: str) -> s
     return f"cap:{activity}:{set_name}:{what}:{period_label}"
 
 
+@lru_cache(maxsize=4096)
 def period_end(key: str) -> date | None:
     """The local date after the last day of the key's period; None for lifetime (or a foreign key)."""
     parts = key.rsplit(":", 2)
@@ -73,15 +76,35 @@ def too_old(key: str, newest: datetime | None, fx: Effects) -> bool:
     end = period_end(key)
     if end is None or newest is None:
         return False
-    return end < newest.astimezone(fx.program.zone).date() - timedelta(days=RETENTION_DAYS)
+    return end < _horizon(fx, newest)
+
+
+def _horizon(fx: Effects, at: datetime) -> date:
+    """The local date RETENTION_DAYS before `at` (once per activity and instant)."""
+    memo = fx.memo_for()
+    key = ("cap_horizon", at)
+    horizon: date | None = memo.get(key)
+    if horizon is None:
+        horizon = memo[key] = at.astimezone(facts(fx.program).zone).date() - timedelta(days=RETENTION_DAYS)
+    return horizon
+
+
+def period_label(fx: Effects, period: Period) -> str:
+    """`periods.period_key` of the activity's time, computed once per activity and period."""
+    memo = fx.memo_for()
+    key = ("period", period)
+    label: str | None = memo.get(key)
+    if label is None:
+        label = memo[key] = periods.period_key(fx.at, period, facts(fx.program).zone)
+    return label
 
 
 def _prune(fx: Effects, key: str) -> None:
     """When a new period's counter opens, drop counters whose period ended more than RETENTION ago."""
     counters = fx.state.counters
-    if key in counters or key.endswith(":lifetime"):
+    if not counters or key in counters or key.endswith(":lifetime"):
         return
-    horizon = fx.at.astimezone(fx.program.zone).date() - timedelta(days=RETENTION_DAYS)
+    horizon = _horizon(fx, fx.at)
     for old in [k for k in counters if k.startswith("cap:")]:
         end = period_end(old)
         if end is not None and end < horizon:
@@ -158,6 +181,7 @@ class SetScope:
     _tracker: AmountCap | None = None
     _points_key: str | None = None
     _points_exhausted: bool = False
+    _amount_caps: list[AmountCap] | None = None
 
     @property
     def caps(self) -> Caps:
@@ -174,7 +198,7 @@ class SetScope:
         if caps.total_points is None:
             return None
         if self._points_key is None:
-            label = periods.period_key(fx.at, caps.total_points_period, fx.program.zone)
+            label = period_label(fx, caps.total_points_period)
             self._points_key = counter_key(self.compiled.activity, self.name, "points", label)
             self._points_exhausted = too_old(self._points_key, fx.state.last_event_time, fx)
         return self._points_key
@@ -190,20 +214,29 @@ class SetScope:
 
     # Amount caps (TransactionAdd) ------------------------------------------------------------------------
     def amount_caps(self, fx: Effects) -> list[AmountCap]:
+        """The tender and tracker usage of this transaction (computed once per scope)."""
+        known = self._amount_caps
+        if known is not None:
+            return known
         caps, activity = self.caps, self.activity
         if not isinstance(activity, TransactionAdd) or not (caps.tender_amount or caps.tracker):
+            self._amount_caps = []
             return []
         if caps.tender_amount is not None and self._tender is None:
             self._tender = _tender(fx, self, activity)
         if caps.tracker is not None and self._tracker is None:
             self._tracker = _tracker(fx, self, activity)
-        return [c for c in (self._tender, self._tracker) if c is not None]
+        known = self._amount_caps = [c for c in (self._tender, self._tracker) if c is not None]
+        return known
 
     def factor(self, fx: Effects, unit: Unit, tender_modes: Sequence[str] | None = None) -> Decimal:
         """The share of `unit`'s amount the tender and tracker caps still let earn (for an action earning on
         `tender_modes` only, when it has a tender unroller)."""
         result = ONE
-        for cap in self.amount_caps(fx):
+        amount_caps = self._amount_caps
+        if amount_caps is None:
+            amount_caps = self.amount_caps(fx)
+        for cap in amount_caps:
             if cap is self._tender and isinstance(self.activity, TransactionAdd):
                 result *= cap.for_modes(self.activity.payload, tender_modes)
             else:
@@ -238,7 +271,7 @@ class SetScope:
 
 
 def _period_key(fx: Effects, scope: SetScope, what: str, period: Period) -> str:
-    label = periods.period_key(fx.at, period, fx.program.zone)
+    label = period_label(fx, period)
     return counter_key(scope.compiled.activity, scope.name, what, label)
 
 

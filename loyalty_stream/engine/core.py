@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from loyalty_stream.engine import adjust, earn, expiry, lifecycle, redeem, returns, tiers
+from loyalty_stream.engine import adjust, earn, expiry, lifecycle, redeem, retention, returns, tiers
 from loyalty_stream.engine.effects import Effects, Outcome
-from loyalty_stream.engine.state import CustomerState, new_state, state_from_dict, state_to_dict
+from loyalty_stream.engine.state import CustomerState, copy_state, new_state
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.events.outputs import SourceRef
@@ -36,7 +36,8 @@ HANDLERS: dict[type[Envelope], Handler] = {
 
 
 def clone_state(state: CustomerState) -> CustomerState:
-    return state_from_dict(state_to_dict(state))
+    """A copy the engine can change without touching `state` (see `state.copy_state`)."""
+    return copy_state(state)
 
 
 def apply(
@@ -61,11 +62,14 @@ def apply(
         return Outcome(state=state, duplicate=True)
 
     fx = Effects(state, activity, program, source)
-    lifecycle.materialise(fx, activity.event_time)
+    if lifecycle.may_be_due(fx, activity.event_time):
+        lifecycle.materialise(fx, activity.event_time)
     HANDLERS[type(activity)](fx, activity)
     if fx.outcome.rejected is None:
         expiry.roll_expiry(fx, state.lifetime_earned - fx.lifetime_before)  # a no-op unless a rolling event
         tiers.evaluate(fx)
+    if retention.due(fx):
+        retention.prune(fx, activity.event_time)
     state.remember(activity.event_id)
     if offset_key is not None and source is not None:
         state.offsets[offset_key] = source.offset

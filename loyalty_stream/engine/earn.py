@@ -80,7 +80,7 @@ def handle_engagement(fx: Effects, activity: act.Engagement) -> None:
             points=points,
             key=("event", payload.event_name),
             promised=delay is not None,
-            available_at=None if delay is None else lifecycle.available_after(fx.at, delay, fx.program.zone),
+            available_at=None if delay is None else lifecycle.available_after_activity(fx, delay),
             expires_at=expires_at,
             expiry_code=expiry_code,
             rolling=rolling,
@@ -203,9 +203,12 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     else:
         step = quantum(decimals)
         desired_shares = line_items.distribute(desired, desired_weights, step)
-        awarded_shares = line_items.distribute(awarded, capped_weights, step)
+        if awarded == desired and capped_weights is desired_weights:
+            awarded_shares = desired_shares  # the same split (distribute is a function of its inputs)
+        else:
+            awarded_shares = line_items.distribute(awarded, capped_weights, step)
     delay = condition.delay_days
-    available_at = None if delay is None else lifecycle.available_after(fx.at, delay, program.zone)
+    available_at = None if delay is None else lifecycle.available_after_activity(fx, delay)
     bill_number = payload.bill_number if payload is not None else None
     prefix = (*scope.key_prefix, scope.name) if scope is not None else ()
     # Every lot of one action shares the condition and the event time, hence one expiry for all of them.

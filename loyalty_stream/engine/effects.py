@@ -1,7 +1,12 @@
 """The outcome of applying one activity, and the accumulator handlers write it through.
 
-Handlers never build ledger entries by hand: `Effects.credit/debit` assign the per-customer sequence number,
+Handlers never build ledger entries by hand: `Effects.credit/entry` assign the per-customer sequence number,
 the stable id and the balances after, so every entry is consistent however it was produced.
+
+Balances are running sums: `Effects` reads the customer's current and promised points from the lots once per
+activity, and every change of a lot's remaining points or bucket goes through `take`, `give`, `settle_debt`,
+`unpromise` or `credit`, which keep them in step in O(1). `CHECK_BALANCES` (set by the invariant tests)
+re-derives them from the lots on every entry and fails loudly if they ever disagree.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.rounding import round_points
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
-from loyalty_stream.events.envelope import Envelope
+from loyalty_stream.events.envelope import Envelope, trusted
 from loyalty_stream.events.outputs import (
     BalanceChange,
     Bucket,
@@ -28,6 +33,26 @@ from loyalty_stream.events.outputs import (
     TierChange,
 )
 from loyalty_stream.program.model import Program
+
+CHECK_BALANCES = False
+"""Debug switch: verify the running balances against the lots on every ledger entry (tests turn it on)."""
+
+_SCALES = {exponent: Decimal(1).scaleb(exponent) for exponent in range(-30, 1)}
+
+
+def _exponent(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return exponent
+
+
+def _scale(exponent: int) -> Decimal:
+    scale = _SCALES.get(exponent)
+    return scale if scale is not None else Decimal(1).scaleb(exponent)
+
+
+FROM_LOT: Any = object()
+"""Default of `Effects.entry`'s lot-derived details: take the lot's value."""
 
 
 @dataclass(slots=True)
@@ -52,20 +77,184 @@ class Outcome:
 class Effects:
     """Collects the outputs of one activity against one customer state."""
 
-    __slots__ = ("activity", "current_before", "lifetime_before", "outcome", "program", "promised_before",
-                 "scope", "source", "state")
+    __slots__ = ("activity", "any_rolling", "current_before", "exponents", "first_available", "first_expiry",
+                 "held", "held_promised", "lifetime_before", "memo", "memo_owner", "outcome", "program",
+                 "promised_before", "scope", "source", "state", "version")
 
     def __init__(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef | None) -> None:
         self.state = state
         self.activity = activity
         self.program = program
+        self.version = program.version
         self.source = source
         self.outcome = Outcome(state=state)
-        self.current_before = state.current
-        self.promised_before = state.promised
+        # One pass over the lots: the balances, and when the earliest transition could fall due.
+        held = held_promised = ZERO
+        first_available: datetime | None = None
+        first_expiry: datetime | None = None
+        any_rolling = False
+        for lot in state.lots:
+            remaining = lot.remaining
+            if lot.rolling:
+                any_rolling = True
+            if lot.promised:
+                held_promised += remaining
+                available_at = lot.available_at
+                if available_at is not None and remaining > ZERO and (
+                        first_available is None or available_at < first_available):
+                    first_available = available_at
+            else:
+                held += remaining
+            expires_at = lot.expires_at
+            if expires_at is not None and remaining > ZERO and (first_expiry is None or expires_at < first_expiry):
+                first_expiry = expires_at
+        self.first_available = first_available
+        """The earliest conversion of a promised lot held when the activity started (None: none)."""
+        self.first_expiry = first_expiry
+        """The earliest expiry of a lot holding points when the activity started (None: none)."""
+        self.any_rolling = any_rolling
+        """Whether any lot has a rolling expiry (else rolling re-dating has nothing to visit)."""
+        self.memo: dict[Any, Any] = {}
+        """Values derived once per activity (expiry dates, due times), see `memo_for`."""
+        self.memo_owner: Envelope = activity
+        self.held = held
+        """Remaining points of the current (not promised) lots: the balance before debt."""
+        self.held_promised = held_promised
+        """Remaining points of the promised lots: the promised balance."""
+        self.current_before = held - state.debt
+        self.promised_before = held_promised
         self.lifetime_before = state.lifetime_earned
         self.scope: Any = None
         """The rule set being run (engine.caps.SetScope) while its actions execute; None otherwise."""
+        self.exponents: list[dict[int, int] | None] = [None, None]
+        """(current, promised): how many lots hold a remainder of each exponent, counted from the first event
+        that can coarsen that balance's scale (see Balances)."""
+
+    def memo_for(self) -> dict[Any, Any]:
+        """A cache of values that depend only on the activity being run (its time, payload) and what the
+        key names; emptied when effects run on behalf of another activity (`lifecycle.acting_as`)."""
+        if self.memo_owner is not self.activity:
+            self.memo = {}
+            self.memo_owner = self.activity
+        return self.memo
+
+    # Balances ---------------------------------------------------------------------------------------------
+    # The balances must come out exactly as summing the lots gives them, scale included ("0" for an empty
+    # bucket, "0.00" once it holds a 0.00 lot): a Decimal sum has the finest exponent of its terms. Adding to or
+    # taking from a running total keeps that exponent right by itself; only a bucket losing its finest term
+    # (a lot converting out of the promised bucket, a lot emptied to 0 by expiry, a lot dropped) can coarsen
+    # it. For those, the exponents of that bucket's lots are counted (from its first such event on) and its
+    # running total is re-scaled to the finest exponent left.
+    @property
+    def current(self) -> Decimal:
+        """The customer's current balance now (net of debt), without summing the lots."""
+        return self.held - self.state.debt
+
+    @property
+    def promised(self) -> Decimal:
+        return self.held_promised
+
+    def _counts(self, promised: bool) -> dict[int, int]:
+        """How many lots of the bucket hold a remainder of each exponent (counted on first use)."""
+        counts = self.exponents[1 if promised else 0]
+        if counts is None:
+            counts = {}
+            for lot in self.state.lots:
+                if lot.promised == promised:
+                    exponent = _exponent(lot.remaining)
+                    counts[exponent] = counts.get(exponent, 0) + 1
+            self.exponents[1 if promised else 0] = counts
+        return counts
+
+    def _recount(self, promised: bool, old: Decimal | None, new: Decimal | None) -> None:
+        """A lot of the bucket changed its remainder from `old` to `new` (None: left / joined the bucket)."""
+        counts = self.exponents[1 if promised else 0]
+        if counts is None:
+            return
+        if old is not None:
+            exponent = _exponent(old)
+            left = counts[exponent] - 1
+            if left:
+                counts[exponent] = left
+            else:
+                del counts[exponent]
+        if new is not None:
+            exponent = _exponent(new)
+            counts[exponent] = counts.get(exponent, 0) + 1
+
+    def _rescale(self, promised: bool) -> None:
+        """Bring the bucket's running total to the finest exponent its lots still have (0 when empty)."""
+        finest = min(min(self._counts(promised), default=0), 0)
+        if promised:
+            self.held_promised = self.held_promised.quantize(_scale(finest))
+        else:
+            self.held = self.held.quantize(_scale(finest))
+
+    def take(self, lot: Lot, points: Decimal) -> None:
+        """Remove `points` from what `lot` still holds (its bucket's balance goes down with it)."""
+        old = lot.remaining
+        lot.remaining = new = old - points
+        if lot.promised:
+            self.held_promised -= points
+        else:
+            self.held -= points
+        self._recount(lot.promised, old, new)
+
+    def give(self, lot: Lot, points: Decimal) -> None:
+        """Put `points` back into `lot` (a reversal)."""
+        old = lot.remaining
+        lot.remaining = new = old + points
+        if lot.promised:
+            self.held_promised += points
+        else:
+            self.held += points
+        self._recount(lot.promised, old, new)
+
+    def empty(self, lot: Lot) -> Decimal:
+        """Take everything `lot` still holds (expiry); returns the points taken."""
+        promised = lot.promised
+        self._counts(promised)
+        amount = lot.remaining
+        lot.remaining = ZERO
+        if promised:
+            self.held_promised -= amount
+        else:
+            self.held -= amount
+        self._recount(promised, amount, ZERO)
+        self._rescale(promised)
+        return amount
+
+    def unpromise(self, lot: Lot) -> Decimal:
+        """Move a promised lot to the current bucket; returns the points that moved (the current bucket only
+        gains a term, which cannot coarsen it: its counts are kept only if already taken)."""
+        amount = lot.remaining
+        if lot.promised:
+            self._counts(True)
+            lot.promised = False
+            self.held_promised -= amount
+            self.held += amount
+            self._recount(True, amount, None)
+            self._recount(False, None, amount)
+            self._rescale(True)
+        return amount
+
+    def forget(self, lots: list[Lot]) -> None:
+        """Lots holding nothing are being dropped from the state (retention): their buckets may coarsen."""
+        if not lots:
+            return
+        self._counts(False)
+        self._counts(True)
+        for lot in lots:
+            self._recount(lot.promised, lot.remaining, None)
+        self._rescale(False)
+        self._rescale(True)
+
+    def check_balances(self) -> None:
+        """The running balances equal the lots' sums, scale included (`CHECK_BALANCES`, in tests)."""
+        state = self.state
+        if (str(self.current), str(self.held_promised)) != (str(state.current), str(state.promised)):
+            raise AssertionError(f"running balances {self.current}/{self.held_promised} disagree with the lots "
+                                 f"{state.current}/{state.promised} of customer {state.customer_id}")
 
     # Arithmetic ---------------------------------------------------------------------------------------
     def round(self, value: Decimal) -> Decimal:
@@ -87,47 +276,81 @@ class Effects:
         at: datetime | None = None,
         scheduled: bool = False,
         lot: Lot | None = None,
-        **details: Any,
+        lot_id: str | None = None,
+        condition_code: Any = FROM_LOT,
+        line_item_id: Any = FROM_LOT,
+        bill_number: Any = FROM_LOT,
+        desired_amount: Decimal | None = None,
+        rule: str | None = None,
+        redemption_id: str | None = None,
+        reason: str | None = None,
+        operator_id: str | None = None,
+        shortfall: Decimal | None = None,
+        source_type: str | None = None,
     ) -> LedgerEntry:
         """Append a ledger entry for a change already applied to the state.
 
         `key` identifies the entry within its cause; scheduled entries (conversion, expiry) are keyed by the lot
         alone and carry no source offset, so the scheduler path and the lazy path produce identical entries.
+        `condition_code`, `line_item_id` and `bill_number` default to the lot's (None without a lot);
+        `lot_id` is only for entries without a lot.
         """
         state = self.state
         state.seq += 1
-        cause = lot.source_event_id if scheduled and lot is not None else self.activity.event_id
-        entry = LedgerEntry.model_construct(
-            type="LedgerEntry",
-            entry_id=derive_id("le", cause, kind.value, self.program.version, *key),
-            seq=state.seq,
-            customer_id=state.customer_id,
-            program_id=state.program_id,
-            program_version=self.program.version,
-            kind=kind,
-            bucket=bucket,
-            amount=amount,
-            desired_amount=details.pop("desired_amount", None),
-            balance_after=state.current,
-            promised_after=state.promised,
-            lot_id=lot.lot_id if lot is not None else details.pop("lot_id", None),
-            source_event_id=cause,
-            source_type=details.pop("source_type", None) or type(self.activity).__name__,
-            source=None if scheduled else self.source,
-            condition_code=details.pop("condition_code", lot.condition_code if lot is not None else None),
-            rule=details.pop("rule", None),
-            line_item_id=details.pop("line_item_id", lot.line_item_id if lot is not None else None),
-            bill_number=details.pop("bill_number", lot.bill_number if lot is not None else None),
-            redemption_id=details.pop("redemption_id", None),
-            available_at=lot.available_at if lot is not None else None,
-            expires_at=lot.expires_at if lot is not None else None,
-            occurred_at=at or self.at,
-            reason=details.pop("reason", None),
-            operator_id=details.pop("operator_id", None),
-            shortfall=details.pop("shortfall", None),
-        )
-        if details:
-            raise TypeError(f"unknown ledger details: {sorted(details)}")
+        if CHECK_BALANCES:
+            self.check_balances()
+        activity = self.activity
+        if lot is not None:
+            if lot_id is not None:
+                raise TypeError("lot_id is taken from the lot")
+            lot_id = lot.lot_id
+            cause = lot.source_event_id if scheduled else activity.event_id
+            if condition_code is FROM_LOT:
+                condition_code = lot.condition_code
+            if line_item_id is FROM_LOT:
+                line_item_id = lot.line_item_id
+            if bill_number is FROM_LOT:
+                bill_number = lot.bill_number
+            available_at, expires_at = lot.available_at, lot.expires_at
+        else:
+            cause = activity.event_id
+            if condition_code is FROM_LOT:
+                condition_code = None
+            if line_item_id is FROM_LOT:
+                line_item_id = None
+            if bill_number is FROM_LOT:
+                bill_number = None
+            available_at = expires_at = None
+        version = self.version
+        entry = trusted(LedgerEntry, {
+            "type": "LedgerEntry",
+            "entry_id": derive_id("le", cause, kind.value, version, *key),
+            "seq": state.seq,
+            "customer_id": state.customer_id,
+            "program_id": state.program_id,
+            "program_version": version,
+            "kind": kind,
+            "bucket": bucket,
+            "amount": amount,
+            "desired_amount": desired_amount,
+            "balance_after": self.held - state.debt,
+            "promised_after": self.held_promised,
+            "lot_id": lot_id,
+            "source_event_id": cause,
+            "source_type": source_type or type(activity).__name__,
+            "source": None if scheduled else self.source,
+            "condition_code": condition_code,
+            "rule": rule,
+            "line_item_id": line_item_id,
+            "bill_number": bill_number,
+            "redemption_id": redemption_id,
+            "available_at": available_at,
+            "expires_at": expires_at,
+            "occurred_at": at or activity.event_time,
+            "reason": reason,
+            "operator_id": operator_id,
+            "shortfall": shortfall,
+        })
         self.outcome.ledger.append(entry)
         return entry
 
@@ -154,24 +377,30 @@ class Effects:
         redemption_id: str | None = None,
     ) -> Lot:
         """Create a lot of `points` (already rounded) and its ledger entry; pays off debt first."""
-        lot_id = derive_id("lot", self.activity.event_id, *key)
-        lot = Lot(
-            lot_id=lot_id, points=points, remaining=points, promised=promised, earned_at=self.at,
-            available_at=available_at, expires_at=expires_at, source_event_id=self.activity.event_id,
-            origin=origin, condition_code=condition_code, bill_number=bill_number, line_item_id=line_item_id,
-            expiry_code=expiry_code, rolling=rolling,
-        )
-        self.state.lots.append(lot)
+        activity = self.activity
+        event_id = activity.event_id
+        lot = Lot(derive_id("lot", event_id, *key), points, points, promised, activity.event_time, available_at,
+                  expires_at, event_id, origin, condition_code, bill_number, line_item_id, expiry_code, rolling)
+        if rolling:
+            self.any_rolling = True
+        state = self.state
+        state.lots.append(lot)
         if counts_as_earned:
-            self.state.lifetime_earned += points
-        if not promised:
-            self.settle_debt(lot)
-        self.entry(
-            kind=kind or (LedgerKind.PROMISE if promised else LedgerKind.EARN),
-            bucket=Bucket.PROMISED if promised else Bucket.CURRENT,
-            amount=points, key=key, lot=lot, rule=rule, desired_amount=desired_amount, reason=reason,
-            operator_id=operator_id, redemption_id=redemption_id,
-        )
+            state.lifetime_earned += points
+        self._recount(promised, None, points)
+        if promised:
+            self.held_promised += points
+            bucket = Bucket.PROMISED
+            kind = kind or LedgerKind.PROMISE
+        else:
+            self.held += points
+            if state.debt > ZERO:
+                self.settle_debt(lot)
+            bucket = Bucket.CURRENT
+            kind = kind or LedgerKind.EARN
+        self.entry(kind=kind, bucket=bucket, amount=points, key=key, lot=lot, rule=rule,
+                   desired_amount=desired_amount, reason=reason, operator_id=operator_id,
+                   redemption_id=redemption_id)
         return lot
 
     def settle_debt(self, lot: Lot) -> None:
@@ -179,55 +408,51 @@ class Effects:
         state = self.state
         if state.debt > ZERO and lot.remaining > ZERO:
             paid = min(state.debt, lot.remaining)
-            lot.remaining -= paid
+            self.take(lot, paid)
             state.debt -= paid
 
     # Other outputs ----------------------------------------------------------------------------------------
     def notify(self, channel: Channel | str, template: str, key: tuple[object, ...], **data: str) -> None:
-        self.outcome.notifications.append(
-            Notification.model_construct(
-                type="Notification",
-                notification_id=derive_id("nt", self.activity.event_id, template, *key),
-                customer_id=self.state.customer_id,
-                program_id=self.state.program_id,
-                channel=Channel(channel),
-                template=template,
-                data=data,
-                cause_event_id=self.activity.event_id,
-                occurred_at=self.at,
-            )
-        )
+        self.outcome.notifications.append(trusted(Notification, {
+            "type": "Notification",
+            "notification_id": derive_id("nt", self.activity.event_id, template, *key),
+            "customer_id": self.state.customer_id,
+            "program_id": self.state.program_id,
+            "channel": Channel(channel),
+            "template": template,
+            "data": data,
+            "cause_event_id": self.activity.event_id,
+            "occurred_at": self.at,
+        }))
 
     def coupon(self, series: str, rule: str | None, key: tuple[object, ...] = ()) -> None:
         """`key` tells apart coupons of one series from rules of the same name in different sets."""
-        self.outcome.coupons.append(
-            CouponIssued.model_construct(
-                type="CouponIssued",
-                coupon_id=derive_id("cp", self.activity.event_id, series, rule, *key),
-                customer_id=self.state.customer_id,
-                program_id=self.state.program_id,
-                series=series,
-                rule=rule,
-                cause_event_id=self.activity.event_id,
-                occurred_at=self.at,
-            )
-        )
+        self.outcome.coupons.append(trusted(CouponIssued, {
+            "type": "CouponIssued",
+            "coupon_id": derive_id("cp", self.activity.event_id, series, rule, *key),
+            "customer_id": self.state.customer_id,
+            "program_id": self.state.program_id,
+            "series": series,
+            "rule": rule,
+            "cause_event_id": self.activity.event_id,
+            "occurred_at": self.at,
+        }))
 
     def change_tier(self, to_tier: str, reason: str) -> None:
         state = self.state
         if state.tier == to_tier:
             return
-        change = TierChange.model_construct(
-            type="TierChange",
-            change_id=derive_id("tc", self.activity.event_id, to_tier),
-            customer_id=state.customer_id,
-            program_id=state.program_id,
-            from_tier=state.tier,
-            to_tier=to_tier,
-            reason=reason,
-            cause_event_id=self.activity.event_id,
-            occurred_at=self.at,
-        )
+        change = trusted(TierChange, {
+            "type": "TierChange",
+            "change_id": derive_id("tc", self.activity.event_id, to_tier),
+            "customer_id": state.customer_id,
+            "program_id": state.program_id,
+            "from_tier": state.tier,
+            "to_tier": to_tier,
+            "reason": reason,
+            "cause_event_id": self.activity.event_id,
+            "occurred_at": self.at,
+        })
         state.tier = to_tier
         self.outcome.tier_changes.append(change)
         policy = self.program.tier_policy
@@ -237,30 +462,32 @@ class Effects:
     def finish(self) -> Outcome:
         """Attach the balance change when anything moved."""
         state = self.state
-        current, promised = state.current, state.promised
+        if CHECK_BALANCES:
+            self.check_balances()
+        current, promised = self.held - state.debt, self.held_promised
         if (
             self.outcome.ledger
             or current != self.current_before
             or promised != self.promised_before
             or self.outcome.tier_changes
         ):
-            self.outcome.balance_change = BalanceChange.model_construct(
-                type="BalanceChange",
-                change_id=derive_id("bc", self.activity.event_id),
-                customer_id=state.customer_id,
-                program_id=state.program_id,
-                seq=state.seq,
-                current=current,
-                promised=promised,
-                lifetime_earned=state.lifetime_earned,
-                redeemed=state.redeemed,
-                expired=state.expired,
-                returned=state.returned,
-                delta_current=current - self.current_before,
-                delta_promised=promised - self.promised_before,
-                tier=state.tier,
-                cause_event_id=self.activity.event_id,
-                cause_type=type(self.activity).__name__,
-                occurred_at=self.at,
-            )
+            self.outcome.balance_change = trusted(BalanceChange, {
+                "type": "BalanceChange",
+                "change_id": derive_id("bc", self.activity.event_id),
+                "customer_id": state.customer_id,
+                "program_id": state.program_id,
+                "seq": state.seq,
+                "current": current,
+                "promised": promised,
+                "lifetime_earned": state.lifetime_earned,
+                "redeemed": state.redeemed,
+                "expired": state.expired,
+                "returned": state.returned,
+                "delta_current": current - self.current_before,
+                "delta_promised": promised - self.promised_before,
+                "tier": state.tier,
+                "cause_event_id": self.activity.event_id,
+                "cause_type": type(self.activity).__name__,
+                "occurred_at": self.at,
+            })
         return self.outcome

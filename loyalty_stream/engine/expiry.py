@@ -24,11 +24,13 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
+from loyalty_stream.engine.times import fixed
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.program.expiry import CUSTOMER_BASES, EVENT_BASES, FIELD_BASES, ExpiryCondition
@@ -49,11 +51,15 @@ def local_date(at: datetime, zone: ZoneInfo) -> date:
     return at.astimezone(zone).date()
 
 
+@lru_cache(maxsize=16384)
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    """00:00 of `day` in `zone`, via UTC so that a midnight inside a DST gap is the real start of the day."""
-    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC).astimezone(zone)
+    """00:00 of `day` in `zone`, via UTC so that a midnight inside a DST gap is the real start of the day.
+    (A pure function of a day and a zone, computed once per pair: expiry dates, due times and period starts
+    are mostly the same few local midnights; with the offset's shared zone, see `engine.times`.)"""
+    return fixed(datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC).astimezone(zone))
 
 
+@lru_cache(maxsize=16384)
 def end_of(day: date, zone: ZoneInfo) -> datetime:
     """The instant points that "expire on `day`" are gone: 00:00 local of the next day."""
     return local_midnight(day + timedelta(days=1), zone)
@@ -197,13 +203,25 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
     condition = condition_of(fx.program, code)
     if condition is None:
         return None, code, False
-    if transaction_fields is None and isinstance(fx.activity, act.TransactionAdd):
-        transaction_fields = dict(fx.activity.payload.extended_fields)
+    tier = _tier(fx)
+    memo: dict[Any, Any] | None = None
+    if transaction_fields is None:
+        # The answer depends on the activity (time, bill fields), the code and the tier only: the customer
+        # data an expiry reads is set before any rule runs. Several allocations of one activity share it.
+        memo = fx.memo_for()
+        known: tuple[datetime | None, str | None, bool] | None = memo.get(("expiry", code, tier))
+        if known is not None:
+            return known
+        if isinstance(fx.activity, act.TransactionAdd):
+            transaction_fields = dict(fx.activity.payload.extended_fields)
     expires_at = compute_expiry(
-        condition, earned=fx.at, now=fx.at, tier=_tier(fx), zone=fx.program.zone, state=fx.state,
+        condition, earned=fx.at, now=fx.at, tier=tier, zone=fx.program.zone, state=fx.state,
         transaction_fields=transaction_fields,
     )
-    return expires_at, code, condition.based_on == "rolling_event_date"
+    result = (expires_at, code, condition.based_on == "rolling_event_date")
+    if memo is not None:
+        memo[("expiry", code, tier)] = result
+    return result
 
 
 # Re-dating lots -----------------------------------------------------------------------------------------
@@ -228,7 +246,7 @@ def roll_expiry(fx: Effects, awarded: Decimal) -> None:
     if not isinstance(activity, ROLLING_EVENTS):
         return
     program, state = fx.program, fx.state
-    if awarded > ZERO or program.roll_expiry_on_zero_points:
+    if fx.any_rolling and (awarded > ZERO or program.roll_expiry_on_zero_points):
         for lot in state.lots:
             condition = condition_of(program, lot.expiry_code) if lot.rolling else None
             if condition is None or lot.remaining <= ZERO or lot.expires_at is None:

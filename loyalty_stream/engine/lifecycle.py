@@ -30,10 +30,12 @@ from zoneinfo import ZoneInfo
 from loyalty_stream.engine import rules
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import expiry_date, local_date, local_midnight, reminder_due
+from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
+from loyalty_stream.engine.times import fixed
 from loyalty_stream.events import activities as act
-from loyalty_stream.events.envelope import Envelope
+from loyalty_stream.events.envelope import SCHEMA_VERSION, Envelope, trusted
 from loyalty_stream.events.outputs import Bucket, LedgerKind
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.rules import ConvertAction, Rule
@@ -48,6 +50,16 @@ def available_after(event_time: datetime, delay_days: int, zone: ZoneInfo) -> da
     """Delayed points become current the morning after event date + N days, in the program's zone
     (28 Sep + 1 day -> 00:00 local on 30 Sep)."""
     return local_midnight(local_date(event_time, zone) + timedelta(days=delay_days + 1), zone)
+
+
+def available_after_activity(fx: Effects, delay_days: int) -> datetime:
+    """`available_after` the activity's time, computed once per activity and delay."""
+    memo = fx.memo_for()
+    key = ("available_after", delay_days)
+    at: datetime | None = memo.get(key)
+    if at is None:
+        at = memo[key] = available_after(fx.at, delay_days, facts(fx.program).zone)
+    return at
 
 
 def stamp(at: datetime) -> str:
@@ -84,9 +96,14 @@ def _reminder_applies(lot: Lot, days_before: int, due: datetime) -> bool:
 
 def _pending(state: CustomerState, program: Program, until: datetime | None) -> Iterator[Transition]:
     """Every pending transition due at or before `until` (all when None), unordered."""
-    zone = program.zone
-    offsets = sorted(set(program.reminders.days_before), reverse=True)
-    horizon = timedelta(days=max(offsets, default=0) + 2)
+    known = facts(program)
+    zone = known.zone
+    offsets = known.reminder_offsets
+    # Reminders are looked at only for lots expiring within the horizon after `until` (a prefilter: the
+    # horizon has a day of slack over the largest offset, so how it is added cannot matter).
+    if until is not None:
+        until = fixed(until)  # compared with every lot: see engine.times
+    reminders_until = None if until is None or not offsets else until + known.reminder_horizon
     group_dues: dict[datetime, list[tuple[int, datetime]]] = {}
     reminded: set[tuple[datetime, int]] = set()
     for lot in state.lots:
@@ -99,9 +116,9 @@ def _pending(state: CustomerState, program: Program, until: datetime | None) -> 
             continue
         if until is None or expires_at <= until:
             yield Transition(expires_at, EXPIRE, lot.lot_id, lot)
-        if not offsets or (until is not None and expires_at - horizon > until):
+        if not offsets or (reminders_until is not None and expires_at > reminders_until):
             continue
-        group = expires_at.astimezone(UTC)
+        group = expires_at  # aware date-times hash and compare as instants: one group per expiry instant
         dues = group_dues.get(group)
         if dues is None:  # lots share expiry instants (local midnights): compute once per group
             dues = group_dues[group] = [(n, reminder_due(expires_at, n, zone)) for n in offsets]
@@ -111,6 +128,17 @@ def _pending(state: CustomerState, program: Program, until: datetime | None) -> 
             if _reminder_applies(lot, n, due):
                 reminded.add((group, n))
                 yield Transition(due, REMIND, stamp(expires_at), lot, n)
+
+
+def may_be_due(fx: Effects, until: datetime) -> bool:
+    """Whether any transition of the lots the activity started with can be due at or before `until`: cheap
+    (from the bounds `Effects` took while summing the balances), so most activities skip the full scan."""
+    until = fixed(until)
+    first = fx.first_available
+    if first is not None and first <= until:
+        return True
+    expiry = fx.first_expiry
+    return expiry is not None and expiry - facts(fx.program).reminder_horizon <= until
 
 
 def transitions(state: CustomerState, program: Program, until: datetime | None = None) -> list[Transition]:
@@ -136,8 +164,7 @@ def next_due(state: CustomerState, program: Program) -> datetime | None:
 # Applying transitions ------------------------------------------------------------------------------------
 def convert(fx: Effects, lot: Lot, at: datetime, *, scheduled: bool, reason: str | None = None) -> Decimal:
     """Promised -> current: one CONVERT entry whose balance_after/promised_after show both buckets move."""
-    amount = lot.remaining
-    lot.promised = False
+    amount = fx.unpromise(lot)
     if not scheduled:
         lot.available_at = at
     fx.settle_debt(lot)
@@ -148,8 +175,7 @@ def convert(fx: Effects, lot: Lot, at: datetime, *, scheduled: bool, reason: str
 
 def expire(fx: Effects, lot: Lot, at: datetime) -> None:
     """Take what is left of the lot; a lot still promised at its expiry leaves the promised bucket."""
-    amount = lot.remaining
-    lot.remaining = ZERO
+    amount = fx.empty(lot)
     fx.state.expired += amount
     bucket = Bucket.PROMISED if lot.promised else Bucket.CURRENT
     fx.entry(kind=LedgerKind.EXPIRE, bucket=bucket, amount=-amount, key=(lot.lot_id, stamp(at)), at=at,
@@ -201,12 +227,22 @@ def due_activity(program_id: str, customer_id: str, at: datetime, kind: DueKind,
                             event_time=at, payload=act.PointsExpiryPayload(due_at=at))
 
 
+def _synthetic(state: CustomerState, at: datetime, kind: DueKind, event_id: str) -> Envelope:
+    """`due_activity` for the engine's own use: its ids come from a validated state, so it is built without
+    validation (the same model, field for field)."""
+    payload_cls = act.DelayedAccrualPayload if kind == "DelayedAccrual" else act.PointsExpiryPayload
+    activity_cls = act.DelayedAccrual if kind == "DelayedAccrual" else act.PointsExpiry
+    payload = trusted(payload_cls, {"due_at": at})
+    return trusted(activity_cls, {"event_id": event_id, "program_id": state.program_id,
+                                  "customer_id": state.customer_id, "event_time": at,
+                                  "schema_version": SCHEMA_VERSION, "type": kind, "payload": payload})
+
+
 def _accrual_rules(fx: Effects, at: datetime, converted: list[tuple[Lot, Decimal]]) -> None:
-    if not converted or not fx.program.rule_sets_for("DelayedAccrual"):
+    if not converted or not facts(fx.program).accrual_rules:
         return
     state = fx.state
-    synthetic = due_activity(state.program_id, state.customer_id, at, "DelayedAccrual",
-                             derive_id("da", state.program_id, state.customer_id, stamp(at)))
+    synthetic = _synthetic(state, at, "DelayedAccrual", derive_id("da", state.program_id, state.customer_id, stamp(at)))
     assert isinstance(synthetic, act.DelayedAccrual)
     context = Conversion(
         activity=synthetic, due_at=at, points=sum((amount for _, amount in converted), ZERO),
@@ -223,18 +259,18 @@ def _remind(fx: Effects, transition: Transition) -> None:
     expires_at = transition.lot.expires_at
     assert expires_at is not None
     n, due = transition.days_before, transition.at
+    # Same expiry instant (aware datetimes compare as instants: the same test as equal UTC stamps).
     group = [
         lot for lot in state.lots
-        if lot.remaining > ZERO and lot.expires_at is not None and stamp(lot.expires_at) == transition.key
-        and _reminder_applies(lot, n, due)
+        if lot.expires_at == expires_at and lot.remaining > ZERO and _reminder_applies(lot, n, due)
     ]
     if not group:
         return
     for lot in group:
         lot.reminded = (*lot.reminded, n)
     points = sum((lot.remaining for lot in group), ZERO)
-    synthetic = due_activity(state.program_id, state.customer_id, due, "PointsExpiry",
-                             derive_id("rm", state.program_id, state.customer_id, transition.key, n))
+    synthetic = _synthetic(state, due, "PointsExpiry", derive_id("rm", state.program_id, state.customer_id,
+                                                                 transition.key, n))
     with acting_as(fx, synthetic):
         fx.notify(program.reminders.channel, program.reminders.template, ("reminder", transition.key, n),
                   points=f"{points:f}", expires_on=expiry_date(expires_at, program.zone).isoformat(),

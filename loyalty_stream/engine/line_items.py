@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from math import lcm
 
 from loyalty_stream.engine.state import ZERO
 from loyalty_stream.events.activities import LineItem, TransactionPayload
@@ -61,10 +62,11 @@ def tender_fraction(payload: TransactionPayload, modes: Sequence[str]) -> Decima
 
 
 def _scaled_ints(weights: Sequence[Decimal]) -> list[int]:
-    """Non-negative weights as integers with the same ratios (exact: Decimals are scaled, never divided)."""
-    places = max((-int(w.as_tuple().exponent) for w in weights if w > ZERO), default=0)
-    places = max(places, 0)
-    return [int(w.scaleb(places)) if w > ZERO else 0 for w in weights]
+    """Non-negative weights as integers with the same ratios (exact: each weight's integer ratio brought to
+    the common denominator, never divided); negative weights count as 0."""
+    ratios = [w.as_integer_ratio() if w > ZERO else (0, 1) for w in weights]
+    common = lcm(*[den for _, den in ratios])
+    return [num * (common // den) for num, den in ratios]
 
 
 def distribute(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> list[Decimal]:

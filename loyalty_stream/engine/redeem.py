@@ -25,12 +25,13 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from loyalty_stream.engine import expiry, periods, rules
+from loyalty_stream.engine import expiry, periods, retention, rules
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, Consumption, CustomerState, Lot, Redemption
 from loyalty_stream.events import activities as act
+from loyalty_stream.events.envelope import trusted
 from loyalty_stream.events.outputs import Bucket, ConsumedLot, LedgerKind, RedemptionResult, RedemptionStatus
 from loyalty_stream.program.redeem import RedeemCondition
 from loyalty_stream.program.rules import RedeemAction, Rule
@@ -126,7 +127,7 @@ def check_condition(fx: Effects, condition: RedeemCondition, points: Decimal) ->
     if c.lifetime_purchases_required is not None and state.lifetime_purchases < c.lifetime_purchases_required:
         return (Rejection.LIFETIME_PURCHASES_NOT_MET, f"redeeming needs lifetime purchases of "
                 f"{_n(c.lifetime_purchases_required)}; the customer has {_n(state.lifetime_purchases)}")
-    balance = state.current
+    balance = fx.current
     if c.balance_required is not None and balance < c.balance_required:
         return (Rejection.BALANCE_REQUIRED_NOT_MET, f"redeeming needs a balance of at least "
                 f"{_n(c.balance_required)}; the balance is {_n(balance)}")
@@ -259,7 +260,7 @@ def _debit(fx: Effects, activity: act.PointsRedemption, attempt: _Attempt, condi
     bill_number = activity.payload.bill_number
     consumed: list[Consumption] = []
     for lot, take in plan_spending(state, points):
-        lot.remaining -= take
+        fx.take(lot, take)
         consumed.append(Consumption(lot.lot_id, take))
         fx.entry(kind=LedgerKind.REDEEM, bucket=Bucket.CURRENT, amount=-take, key=(redemption_id, lot.lot_id),
                  lot=lot, redemption_id=redemption_id, bill_number=bill_number, line_item_id=None,
@@ -282,26 +283,26 @@ def _reject(fx: Effects, activity: act.PointsRedemption, redemption_id: str, rea
 def _answer(fx: Effects, activity: act.PointsRedemption, redemption_id: str, status: RedemptionStatus,
             debited: Decimal, value: Decimal, consumed: list[Consumption], reason: str | None,
             message: str) -> None:
-    lots = {lot.lot_id: lot for lot in fx.state.lots}
-    fx.outcome.redemption_result = RedemptionResult.model_construct(
-        type="RedemptionResult",
-        result_id=derive_id("rr", activity.event_id),
-        request_event_id=activity.event_id,
-        customer_id=fx.state.customer_id,
-        program_id=fx.state.program_id,
-        status=status,
-        reason_code=reason,
-        message=message,
-        points_requested=activity.payload.points,
-        points_debited=debited,
-        currency_value=value,
-        redemption_id=redemption_id,
-        bill_number=activity.payload.bill_number,
-        lots=[ConsumedLot.model_construct(lot_id=c.lot_id, points=c.points,
-                                          expires_at=lots[c.lot_id].expires_at) for c in consumed],
-        balance_after=fx.state.current,
-        occurred_at=activity.event_time,
-    )
+    lots = {lot.lot_id: lot for lot in fx.state.lots} if consumed else {}
+    fx.outcome.redemption_result = trusted(RedemptionResult, {
+        "type": "RedemptionResult",
+        "result_id": derive_id("rr", activity.event_id),
+        "request_event_id": activity.event_id,
+        "customer_id": fx.state.customer_id,
+        "program_id": fx.state.program_id,
+        "status": status,
+        "reason_code": reason,
+        "message": message,
+        "points_requested": activity.payload.points,
+        "points_debited": debited,
+        "currency_value": value,
+        "redemption_id": redemption_id,
+        "bill_number": activity.payload.bill_number,
+        "lots": [trusted(ConsumedLot, {"lot_id": c.lot_id, "points": c.points,
+                                       "expires_at": lots[c.lot_id].expires_at}) for c in consumed],
+        "balance_after": fx.current,
+        "occurred_at": activity.event_time,
+    })
 
 
 # Giving redeemed points back ---------------------------------------------------------------------------
@@ -312,7 +313,8 @@ def handle_reversal(fx: Effects, activity: act.RedemptionReversal) -> None:
     payload = activity.payload
     redemption = fx.state.redemptions.get(payload.redemption_id)
     if redemption is None:
-        fx.outcome.rejected = f"unknown redemption id {payload.redemption_id!r}: nothing to reverse"
+        fx.outcome.rejected = (f"unknown redemption id {payload.redemption_id!r}: nothing to reverse"
+                               f"{retention.unknown_redemption_note(fx.program)}")
         return
     if (payload.bill_number is not None and redemption.bill_number is not None
             and payload.bill_number != redemption.bill_number):
@@ -320,6 +322,10 @@ def handle_reversal(fx: Effects, activity: act.RedemptionReversal) -> None:
                                f"{redemption.bill_number!r}, not {payload.bill_number!r}")
         return
     if redemption.reversed:
+        return
+    late = retention.reversal_rejection(fx, redemption)
+    if late is not None:
+        fx.outcome.rejected = late
         return
     reverse(fx, redemption, f"redemption {redemption.redemption_id} reversed")
 
@@ -395,7 +401,7 @@ def _restore(fx: Effects, redemption: Redemption, lot: Lot, points: Decimal, hel
              reason: str) -> None:
     rid = redemption.redemption_id
     restored = points - held
-    lot.remaining += restored
+    fx.give(lot, restored)
     fx.settle_debt(lot)
     note = reason if held == ZERO else f"{reason}; {_n(held)} withheld: {_WITHHELD}"
     fx.entry(kind=LedgerKind.REVERSE, bucket=Bucket.CURRENT, amount=restored, key=(rid, lot.lot_id),
@@ -406,8 +412,7 @@ def _restore(fx: Effects, redemption: Redemption, lot: Lot, points: Decimal, hel
     seen = fx.state.last_event_time
     expired_by = fx.at if seen is None or seen < fx.at else seen
     if lot.expires_at is not None and lot.expires_at <= expired_by and lot.remaining > ZERO:
-        gone = lot.remaining
-        lot.remaining = ZERO
+        gone = fx.empty(lot)
         fx.state.expired += gone
         fx.entry(kind=LedgerKind.EXPIRE, bucket=Bucket.CURRENT, amount=-gone,
                  key=(lot.lot_id, "reversed", rid), lot=lot, redemption_id=rid, line_item_id=None,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import cast
 
-from loyalty_stream.engine import redeem
+from loyalty_stream.engine import redeem, retention
 from loyalty_stream.engine.caps import release_caps
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.rounding import normalize
@@ -147,12 +147,18 @@ def handle_return(fx: Effects, activity: act.TransactionReturn) -> None:
     payload, state = activity.payload, fx.state
     bill = state.bills.get(payload.bill_number)
     if bill is None:
-        paid = _redemptions_on(state, payload.bill_number)
-        if payload.whole_bill and paid:  # a bill known only from the points that paid for it
+        # A bill known only from the points that paid for it: giving them back reverses those redemptions,
+        # so only the ones still inside the reversal window count (the others may already be dropped).
+        paid = [r for r in _redemptions_on(state, payload.bill_number) if retention.reversal_rejection(fx, r) is None]
+        if payload.whole_bill and paid:
             _give_back_redeemed(fx, paid, None, payload.bill_number)
             return
-        fx.outcome.rejected = (f"unknown bill {payload.bill_number!r}: "
-                               "this customer has no purchase with that number")
+        fx.outcome.rejected = (f"unknown bill {payload.bill_number!r}: this customer has no purchase with that "
+                               f"number{retention.unknown_bill_note(fx.program)}")
+        return
+    late = retention.return_rejection(fx, bill)
+    if late is not None:
+        fx.outcome.rejected = late
         return
     unknown = sorted({line.item_id for line in payload.line_items} - set(bill.items))
     if unknown and not payload.whole_bill:
@@ -204,7 +210,7 @@ def _claw(fx: Effects, bill: Bill, lot: Lot, share_before: Decimal, share_after:
     if claim <= ZERO:
         return
     take = min(claim, lot.remaining)
-    lot.remaining -= take
+    fx.take(lot, take)
     short = ZERO
     if not lot.promised:
         # Of the lot, (points - remaining - spent) is lost or already taken: the claim is met from that before
@@ -241,7 +247,7 @@ def _claw(fx: Effects, bill: Bill, lot: Lot, share_before: Decimal, share_after:
              shortfall=short if short > ZERO and policy != "allow_negative" else None,
              reason="; ".join([what, *notes]))
     for other, points in collect:
-        other.remaining -= points
+        fx.take(other, points)
         fx.entry(kind=LedgerKind.RETURN, bucket=Bucket.CURRENT, amount=-points,
                  key=(bill.bill_number, lot.lot_id, other.lot_id), lot=other, bill_number=bill.bill_number,
                  line_item_id=None, condition_code=None,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -59,9 +61,25 @@ def decode_activity(raw: bytes | None) -> Envelope:
     raise DecodeError("schema_violation", f"{kind}: {_describe(validation)}")
 
 
+def _fields(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.__dict__
+    raise TypeError(type(value).__name__)
+
+
 def encode(message: BaseModel) -> bytes:
-    """Canonical JSON of an output (decimals as strings, so consumers never see a float)."""
-    return message.__pydantic_serializer__.to_json(message)
+    """Canonical JSON of an output or activity (decimals as strings, so consumers never see a float).
+
+    Byte for byte what pydantic's serializer writes for these contracts (fields in declaration order, decimals
+    as `str`, date-times in ISO 8601 with `Z` for UTC, enums as their values), written by orjson straight from
+    the model's fields, which is several times faster; anything orjson cannot write (a lone surrogate, an
+    integer beyond 64 bits) goes through pydantic's serializer."""
+    try:
+        return orjson.dumps(message.__dict__, default=_fields, option=orjson.OPT_UTC_Z)
+    except (orjson.JSONEncodeError, TypeError):
+        return message.__pydantic_serializer__.to_json(message)
 
 
 def encode_many(messages: Iterable[BaseModel]) -> list[bytes]:

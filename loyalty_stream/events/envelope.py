@@ -7,7 +7,7 @@ the processing time, so replays and late events are evaluated exactly as when th
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -36,3 +36,22 @@ class Envelope(Contract):
     customer_id: CustomerId = Field(description="The customer; also the Kafka key.")
     event_time: AwareDatetime = Field(description="When the activity happened (ISO 8601 with offset).")
     schema_version: int = Field(default=SCHEMA_VERSION, ge=1, le=SCHEMA_VERSION)
+
+
+ContractT = TypeVar("ContractT", bound=Contract)
+_set_attr = object.__setattr__
+
+
+def trusted(cls: type[ContractT], values: dict[str, Any]) -> ContractT:
+    """Build a contract from already-valid values, on the engine's hot path: what `model_construct` does for
+    a model whose fields are all given, without its per-field loop (about 8x faster).
+
+    `values` must name every field of `cls`, in declaration order, and becomes the instance's `__dict__`
+    (not copied): the result is equal to, and serialises exactly like, `cls.model_construct(**values)`.
+    """
+    instance = cls.__new__(cls)
+    _set_attr(instance, "__dict__", values)
+    _set_attr(instance, "__pydantic_fields_set__", set(values))
+    _set_attr(instance, "__pydantic_extra__", None)
+    _set_attr(instance, "__pydantic_private__", None)
+    return instance

@@ -13,6 +13,7 @@ from loyalty_stream.program.earn import EarnCondition, MultiplierAllocation, Rou
 from loyalty_stream.program.event_points import EventPoints
 from loyalty_stream.program.expiry import ExpiryCondition
 from loyalty_stream.program.redeem import RedeemCondition
+from loyalty_stream.program.retention import Retention
 from loyalty_stream.program.returns import ReturnPolicy
 from loyalty_stream.program.rules import ActivityName, RuleSet
 from loyalty_stream.program.tiers import Tier, TierPolicy
@@ -41,6 +42,11 @@ class Program(ProgramPart):
     roll_expiry_on_zero_points: bool = False
     redeem_conditions: list[RedeemCondition] = Field(default_factory=list)
     return_policy: ReturnPolicy = Field(default_factory=ReturnPolicy)
+    retention: Retention = Field(
+        default_factory=Retention,
+        description="How long bills and redemptions are kept (the return and reversal windows); see "
+        "program/retention.py. Absent: forever.",
+    )
     rule_sets: dict[ActivityName, list[RuleSet]] = Field(default_factory=dict)
     event_points: EventPoints = Field(default_factory=EventPoints)
     reminders: Reminders = Field(default_factory=Reminders)
@@ -116,19 +122,25 @@ class Program(ProgramPart):
                             raise ValueError(f"{where}: unknown tier {getattr(action, 'tier', None)!r}")
         return self
 
-    # Lookups used by the engine on the hot path.
+    # Lookups used by the engine on the hot path. They read the private attributes straight from pydantic's
+    # storage: `self._earn` would go through `BaseModel.__getattr__` (a failed normal lookup first), which
+    # costs more than the lookup itself.
     def earn_condition(self, code: str) -> EarnCondition:
-        return self._earn[code]
+        earn: dict[str, EarnCondition] = self.__pydantic_private__["_earn"]  # type: ignore[index]
+        return earn[code]
 
     def expiry_condition(self, code: str) -> ExpiryCondition:
-        return self._expiry[code]
+        expiry: dict[str, ExpiryCondition] = self.__pydantic_private__["_expiry"]  # type: ignore[index]
+        return expiry[code]
 
     def redeem_condition(self, code: str) -> RedeemCondition:
-        return self._redeem[code]
+        redeem: dict[str, RedeemCondition] = self.__pydantic_private__["_redeem"]  # type: ignore[index]
+        return redeem[code]
 
     @property
     def zone(self) -> ZoneInfo:
-        return self._zone
+        zone: ZoneInfo = self.__pydantic_private__["_zone"]  # type: ignore[index]
+        return zone
 
     @property
     def lowest_tier(self) -> str:

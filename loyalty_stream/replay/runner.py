@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +22,9 @@ import orjson
 
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.stream.processor import LEDGER, TOPIC_ACTIVITIES, ActivityProcessor
+
+REPLAY_STATE_CACHE = 4096
+"""Decoded customer states the replay keeps: the frequent customers, whose states are the largest."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -66,27 +71,55 @@ def replay(
     order: Literal["processing", "event_time"] = "processing",
     progress: Callable[[int], None] | None = None,
     presorted: bool = False,
+    state_cache: int = REPLAY_STATE_CACHE,
 ) -> ReplayResult:
-    """Re-evaluate `records` from empty state; returns the ledger it produces and the final states."""
-    processor = ActivityProcessor(registry)
+    """Re-evaluate `records` from empty state; returns the ledger it produces and the final states.
+
+    `state_cache`: how many decoded customer states the processor keeps between records (see
+    `stream.processor`); the stored states and outputs are the same whatever its size."""
+    processor = ActivityProcessor(registry, state_cache=state_cache)
     result = ReplayResult()
     states = result.states
     ledger = result.ledger
     ordered = list(records) if presorted else order_records(records, order)
     started = time.perf_counter()
-    for index, record in enumerate(ordered):
-        processed = processor.process(record.topic, record.partition, record.offset, record.key, record.value,
-                                      states.get, source_topic=record.real_topic or record.topic)
-        if processed.state is not None and processed.state_key is not None:
-            states[processed.state_key] = processed.state
-        if processed.dead_letter is not None:
-            result.dead_letters += 1
-        ledger.extend(value for topic, value in processed.outputs if topic == LEDGER)
-        result.activities += 1
-        if progress is not None and index % 10_000 == 0:
-            progress(index)
+    with _batch_gc():
+        for index, record in enumerate(ordered):
+            processed = processor.process(record.topic, record.partition, record.offset, record.key,
+                                          record.value, states.get, source_topic=record.real_topic or record.topic)
+            if processed.state is not None and processed.state_key is not None:
+                states[processed.state_key] = processed.state
+            if processed.dead_letter is not None:
+                result.dead_letters += 1
+            ledger.extend(value for topic, value in processed.outputs if topic == LEDGER)
+            result.activities += 1
+            if index % GC_EVERY == GC_EVERY - 1:
+                gc.collect(1)
+            if progress is not None and index % 10_000 == 0:
+                progress(index)
     result.seconds = time.perf_counter() - started
     return result
+
+
+GC_EVERY = 50_000
+"""Records between two collections of the young generations during a replay (see `_batch_gc`)."""
+
+
+@contextmanager
+def _batch_gc() -> Iterator[None]:
+    """A replay allocates millions of short-lived objects while holding many long-lived ones (the records,
+    the cached customer states): CPython's collector would run every few hundred allocations and, as the
+    long-lived heap grows, repeatedly walk all of it. The engine's objects are freed by reference counting
+    (it makes no reference cycles on its hot path), so automatic collection is paused while the replay runs,
+    with a young-generation collection every `GC_EVERY` records and a full one at the end."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
+        if enabled:
+            gc.enable()
 
 
 @dataclass(slots=True)

@@ -21,9 +21,17 @@ Start-up time (``await app.start()`` to the first processed message, one agent +
     ``await app.stop()`` takes ~10 ms.
 
 Steady-state latency
-    Produce -> processed is 0-0.75 s: Faust's consumer long-polls with a hard-coded ``fetch_max_wait_ms=1500``
-    and Tansu answers a parked fetch at its deadline rather than when data arrives. Test timeouts of a few
-    seconds per hop are plenty; polling loops must not assume sub-second delivery.
+    Faust's consumer long-polls with a hard-coded ``fetch_max_wait_ms=1500``, and Tansu answers a parked
+    fetch at its deadline rather than when data arrives, so produce -> processed was 0-1.5 s. The worker's
+    transport (``stream/transport.py``) sets ``Settings.fetch_max_wait_ms`` instead: 500 ms by default (Kafka
+    answers as soon as data arrives) and 5 ms for Tansu (:data:`EMBEDDED_BROKER_OVERRIDES`), where a hop
+    now takes a few milliseconds. A plain ``faust.App`` built from this config still waits up to 1.5 s.
+
+End offsets on Tansu
+    Tansu answers ListOffsets(latest) with *the base offset of the partition's last record batch + 1*: after
+    one produce request of 6 records to an empty partition it says 1, not 6. Fetch responses carry the right
+    high watermark. Faust recovers a table up to the ListOffsets answer, so the worker's transport corrects
+    it (``transport.probe_end_offsets``); anything that reads "up to the end offsets" on Tansu should too.
 
 Serializers: raw, always
     The app-wide ``key_serializer``/``value_serializer`` are ``"raw"``. With Faust's default (json) a value
@@ -90,7 +98,18 @@ EMBEDDED_BROKER_OVERRIDES: dict[str, float] = {
     "broker_session_timeout": 2.0,
     "broker_heartbeat_interval": 0.5,
     "broker_commit_interval": 0.5,
+    # Tansu holds an empty fetch until this deadline even when data arrives: keep it short for latency.
+    "fetch_max_wait_ms": 5,
 }
+
+#: Records handed to the worker per fetch (``broker_max_poll_records``). One fetch is processed without
+#: yielding to the event loop, so this bounds how long timers wait behind a batch; larger batches amortise
+#: little more once a batch is a few hundred records.
+MAX_POLL_RECORDS = 500
+
+#: Producer batching. Customer states (the table changelog) are a few KB each, so Faust's 16 KB batches held
+#: a handful and every flush was many small requests; outputs go out without lingering (latency).
+PRODUCER_MAX_BATCH_SIZE = 512 * 1024  # under Kafka's default message.max.bytes (1 MB)
 
 
 def for_embedded_broker(settings: Settings) -> Settings:
@@ -124,6 +143,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "broker_heartbeat_interval": settings.broker_heartbeat_interval,
         "broker_request_timeout": max(90.0, settings.broker_session_timeout + 30.0),
         "broker_commit_interval": settings.broker_commit_interval,
+        "broker_max_poll_records": MAX_POLL_RECORDS,
+        "producer_linger": 0.0,
+        "producer_max_batch_size": PRODUCER_MAX_BATCH_SIZE,
         # A fresh deployment (or test app id) reads every activity from the beginning.
         "consumer_auto_offset_reset": "earliest",
         # Do not wait for in-flight events on rebalance/stop: processing is idempotent, and it keeps

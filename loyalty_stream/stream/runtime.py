@@ -38,7 +38,7 @@ async def running_worker(settings: Settings, registry: ProgramRegistry, *, redis
     app = worker.app
     await app.start()
     try:
-        await asyncio.wait_for(app.tables.recovery.completed.wait(), ready_timeout)
+        await asyncio.wait_for(app.tables.recovery.completed.wait(), ready_timeout)  # type: ignore[attr-defined]
         yield worker
     finally:
         await worker.stop_background()
@@ -85,7 +85,7 @@ def run_dev_stack(settings: Settings, *, loglevel: str = "warning", port: int = 
 loyalty-stream dev stack is up
   Kafka (embedded Tansu)  {live.kafka_bootstrap}
   Redis                   {live.redis_url}
-  programs                {', '.join(f'{p} v{registry.get(p).version}' for p in registry.ids())}
+  programs                {', '.join(f'{p} v{getattr(registry.get(p), "version", "?")}' for p in registry.ids())}
   topics                  {len(stack.topics)} created from the catalogue (prefix {prefix!r})
 
 Try it, in another terminal:

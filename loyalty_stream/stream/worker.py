@@ -1,24 +1,61 @@
-"""The Faust worker: one thin agent over every activity topic, a customer table, and the output topics.
+"""The Faust worker: the activity topics in batches, a customer table, and the output topics.
 
-decode -> engine -> table put -> send, all through `ActivityProcessor`; this module only binds it to Faust.
-Outputs go out with `send_soon` (no per-message future to await): Faust flushes the producer before it
-commits offsets, so at-least-once holds, and the engine's offset/event-id idempotence absorbs redelivery.
+decode -> engine -> encode is `ActivityProcessor`'s job; this module binds it to Faust and Kafka. The records
+of one fetch arrive together (`transport.LoyaltyConsumer`; Faust's per-record agent path tops out below the
+worker's target before doing any work) and go through three steps:
+
+1. **Process** (`_process_batch`, CPU only): each record in offset order per partition. A state is read from
+   this batch's own writes, then from states still on their way to the changelog (`_pending`), then from
+   the table, so a customer seen twice in a batch, or in consecutive batches, sees its latest state. The
+   new states are kept per key (last one wins), and so are the due-index notes.
+2. **Send outputs** through the aiokafka producer under Faust's, as record batches built here (`_Outbox`:
+   one future per topic partition and batch instead of one per record), keyed and partitioned as before.
+3. **Complete** (`_complete`, one batch at a time, in order, in the `_deliver` task): wait until every output
+   of the batch is acknowledged by the broker; then write the batch's last state per changed customer to the
+   table's changelog (the input's partition, raw bytes: what `Table.__setitem__` would write, once per
+   customer and batch instead of once per record) and wait for that too; then put those states into the
+   table's store and ack the records. Faust commits acked offsets only (periodically and on stop), so an
+   offset is committed after its outputs and its state are on the broker.
+
+Why this keeps the guarantees:
+
+* At-least-once: an offset is acked only after its outputs and its state change are acknowledged. A crash
+  anywhere before that leaves the record uncommitted, and it is delivered again.
+* Redelivery never credits twice: the changelog (and so the store, which only ever holds what the changelog
+  holds) gets a state only after the outputs that state implies are on the broker. A redelivered record is
+  either not in the recovered state (it is processed again, with the same output ids) or is, and then its
+  outputs were delivered and the processor drops it by offset. Batches complete in order, so a state never
+  reaches the changelog ahead of an earlier batch's outputs.
+* Rebalances: on revocation the worker stops completing batches it has not started to write (their records
+  are not acked; Faust seeks back to the committed offsets), drops `_pending`, and waits for the batch that is
+  writing its changelog, so nothing of ours reaches a changelog partition once another worker may own it.
+* A delivery that fails (aiokafka gives up) crashes the app; nothing after it is acked.
+* Per-customer order within a topic: one batch is processed in offset order per partition, and batches are
+  processed one after the other.
+* Bad input is dead-lettered by the processor like any other output.
 
 With Redis configured, the worker also keeps the scheduler's due index current (batched, see
-`due_recorder`) and runs the scheduler loop; a Redis lock makes one worker of the cluster its leader.
+`due_recorder`: one note per changed customer per batch) and runs the scheduler loop; a Redis lock makes one
+worker of the cluster its leader.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import faust
+from aiokafka.partitioner import murmur2
+from faust.stores.memory import Store as MemoryStore
+from faust.streams import _current_event  # a persistent store files a write under the current event's partition
 from redis.asyncio import Redis
 
+from loyalty_stream.engine.state import CustomerState
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.scheduler import Scheduler
 from loyalty_stream.settings import Settings
@@ -26,10 +63,17 @@ from loyalty_stream.stream.catalogue import Catalogue, load_catalogue
 from loyalty_stream.stream.due_recorder import DueRecorder
 from loyalty_stream.stream.faust_settings import faust_config
 from loyalty_stream.stream.processor import TOPIC_ACTIVITIES, ActivityProcessor, Processed, decode_state
+from loyalty_stream.stream.transport import LoyaltyApp
 
 log = logging.getLogger(__name__)
 
 CUSTOMER_TABLE = "customers"
+#: Batches processed but not yet complete; processing waits beyond this (memory bound, backpressure).
+MAX_BATCHES_IN_FLIGHT = 8
+#: Decoded states the processor keeps (its `state_cache`): the frequent customers, whose states are the
+#: largest to decode. A hit needs the exact bytes the worker reads back (batch, `_pending` or the table), so
+#: a state dropped on a rebalance, or restored from the changelog, is decoded afresh.
+STATE_CACHE = 4096
 
 AfterProcess = Callable[[Processed], Any]
 """Hook run after each processed record (tests, metrics); may return an awaitable."""
@@ -37,6 +81,57 @@ AfterProcess = Callable[[Processed], Any]
 
 def wall_clock() -> datetime:
     return datetime.now(UTC)
+
+
+class _EventOf:
+    """Stands in for Faust's current event where a store only needs ``event.message.partition``."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
+
+
+@dataclass(slots=True)
+class _Batch:
+    epoch: int
+    outputs: list[Awaitable[Any]]
+    states: dict[bytes, tuple[bytes, int]]  # state key -> (last state bytes, partition)
+    messages: list[Any]
+
+
+class _Outbox:
+    """Records grouped per topic partition into aiokafka record batches: one future per batch, not per record.
+
+    The producer's own per-record ``send`` costs a future, a partitioner call and an accumulator lookup each;
+    a batch of activities yields several outputs per activity, so the worker builds the batches itself and
+    submits them with ``send_batch``. Records keep their order within a partition."""
+
+    __slots__ = ("builders", "full", "producer")
+
+    def __init__(self, producer: Any) -> None:
+        self.producer = producer
+        self.builders: dict[tuple[str, int], Any] = {}
+        self.full: list[tuple[str, int, Any]] = []
+
+    def add(self, topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+        builder = self.builders.get((topic, partition))
+        if builder is None:
+            builder = self.builders[(topic, partition)] = self.producer.create_batch()
+        if builder.append(timestamp=None, key=key, value=value) is None:  # full: the next one takes it
+            self.full.append((topic, partition, builder))
+            builder = self.builders[(topic, partition)] = self.producer.create_batch()
+            builder.append(timestamp=None, key=key, value=value)  # a first record always fits
+
+    def __bool__(self) -> bool:
+        return bool(self.builders)
+
+    async def send(self) -> list[tuple[Awaitable[Any], int]]:
+        """Submit every batch; returns (future of the batch's metadata, records in it)."""
+        send_batch = self.producer.send_batch
+        batches = [*self.full, *((topic, partition, b) for (topic, partition), b in self.builders.items())]
+        return [(await send_batch(builder, topic, partition=partition), builder.record_count())
+                for topic, partition, builder in batches]
 
 
 class LoyaltyWorker:
@@ -57,36 +152,52 @@ class LoyaltyWorker:
         self.settings = settings
         self.registry = registry
         self.catalogue = catalogue or load_catalogue(settings.catalogue_path, partitions=settings.partitions)
-        self.processor = ActivityProcessor(registry)
+        self.processor = ActivityProcessor(registry, state_cache=STATE_CACHE)
         self.after_process = after_process
         self.clock = clock
+        #: Records the engine has processed / whose outputs, state and ack are done; monotonic timestamps.
         self.processed_count = 0
+        self.completed_count = 0
+        self.first_processed_at: float | None = None
+        self.last_completed_at: float | None = None
         settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-        self.app = faust.App(**faust_config(settings))
+        self.app = app = LoyaltyApp(**faust_config(settings))
         prefix = settings.topic_prefix
         inputs = [self.catalogue[name] for name in TOPIC_ACTIVITIES if name in self.catalogue]
         self.partitions = inputs[0].partitions
         self.logical_of = {topic.physical_name(prefix): topic.name for topic in inputs}
         self.physical_of = {logical: physical for physical, logical in self.logical_of.items()}
-        self.outputs = {
-            topic.name: self.app.topic(
-                topic.physical_name(prefix), key_serializer="raw", value_serializer="raw",
-                partitions=topic.partitions,
-            )
-            for topic in self.catalogue.outputs
-        }
+        self.output_names = {topic.name: topic.physical_name(prefix) for topic in self.catalogue.outputs}
+        counts = {topic.partitions for topic in self.catalogue.outputs}
+        if len(counts) != 1:
+            raise ValueError(f"output topics must share one partition count, got {sorted(counts)}")
+        self.output_partitions = counts.pop()
+        self._partitions: dict[bytes, int] = {}
         self.inputs = {
-            logical: self.app.topic(physical, key_serializer="raw", value_serializer="raw",
-                                    partitions=self.partitions)
+            logical: app.topic(physical, key_serializer="raw", value_serializer="raw",
+                               partitions=self.partitions)
             for physical, logical in self.logical_of.items()
         }
-        self.activity_topic = self.app.topic(
+        self.activity_topic = app.topic(
             *self.logical_of, key_serializer="raw", value_serializer="raw", partitions=self.partitions,
         )
-        self.customers = self.app.Table(
+        self.customers = app.Table(
             CUSTOMER_TABLE, default=None, partitions=self.partitions, key_type=bytes, value_type=bytes,
         )
-        self.app.agent(self.activity_topic, name="loyalty-activities")(self._process_stream)
+        # The activity topics are subscribed through the conductor (acks enabled, co-partitioned with the
+        # table), and their records are delivered to `_process_batch` by the transport.
+        app.topics.add(self.activity_topic)
+        app.fetch_max_wait_ms = settings.fetch_max_wait_ms
+        app.batch_topics = frozenset(self.logical_of)
+        app.batch_handler = self._process_batch
+        app.before_stop = self.drain
+        app.on_partitions_revoked.connect(self._on_partitions_revoked)  # type: ignore[arg-type]
+        self._pending: dict[bytes, bytes] = {}
+        self._epoch = 0
+        self._queue: asyncio.Queue[_Batch] | None = None
+        self._delivering = False
+        self._accepting = True
+        app.task(self._deliver)
 
         self.redis = redis
         self.due: DueRecorder | None = None
@@ -95,37 +206,179 @@ class LoyaltyWorker:
             redis_prefix = f"{settings.redis_prefix}{prefix}"
             self.due = DueRecorder(redis, redis_prefix, registry)
             self.scheduler = Scheduler(redis, redis_prefix, self._send_scheduled)
-            self.app.timer(interval=due_flush_interval, name="due-index-flush")(self._flush_due)
-            self.app.task(self._run_scheduler)
-            self.app.task(self._rebuild_due_index)
+            app.timer(interval=due_flush_interval, name="due-index-flush")(self._flush_due)
+            app.task(self._run_scheduler)
+            app.task(self._rebuild_due_index)
             self._scheduler_interval = scheduler_interval
 
     # Hot path ----------------------------------------------------------------------------------------------
-    async def _process_stream(self, stream: Any) -> None:
-        customers = self.customers
-        processor = self.processor
-        outputs = self.outputs
+    def _batches(self) -> asyncio.Queue[_Batch]:
+        if self._queue is None:
+            self._queue = asyncio.Queue(MAX_BATCHES_IN_FLIGHT)
+        return self._queue
+
+    async def _process_batch(self, messages: list[Any], generation: int) -> None:
+        if not self._accepting:
+            return  # stopping: left unacked, so the next owner of the partition processes them
+        epoch = self._epoch
+        if self.first_processed_at is None:
+            self.first_processed_at = time.perf_counter()
+        process = self.processor.process
         logical_of = self.logical_of
+        output_names = self.output_names
+        partition_of = self._partition_of
         after = self.after_process
-        due = self.due
-        async for event in stream.events():
-            message = event.message
-            processed = processor.process(
-                logical_of.get(message.topic, message.topic), message.partition, message.offset,
-                message.key, message.value, customers.get, source_topic=message.topic,
-            )
+        local: dict[bytes, tuple[bytes, int]] = {}
+        notes: dict[bytes, CustomerState] = {}
+        outbox = _Outbox(self._producer())
+        add = outbox.add
+        pending_get = self._pending.get
+        store_get = self.customers.data.get
+
+        def load(key: bytes) -> bytes | None:
+            mine = local.get(key)
+            if mine is not None:
+                return mine[0]
+            value = pending_get(key)
+            return value if value is not None else store_get(key)
+
+        for message in messages:
+            topic = message.topic
+            processed = process(logical_of.get(topic, topic), message.partition, message.offset,
+                                message.key, message.value, load, source_topic=topic)
             if processed.state is not None and processed.state_key is not None:
-                customers[processed.state_key] = processed.state
-                if due is not None and processed.outcome is not None:
-                    due.note(processed.outcome.state)
-            key = processed.customer_id.encode() if processed.customer_id is not None else message.key
-            for logical, value in processed.outputs:
-                outputs[logical].send_soon(key=key, value=value)
-            self.processed_count += 1
+                local[processed.state_key] = (processed.state, message.partition)
+                if processed.outcome is not None:
+                    notes[processed.state_key] = processed.outcome.state
+            if processed.outputs:
+                key = processed.customer_id.encode() if processed.customer_id is not None else message.key
+                partition = partition_of(key, message.partition)
+                for logical, value in processed.outputs:
+                    add(output_names[logical], partition, key, value)
             if after is not None:
                 result = after(processed)
                 if asyncio.iscoroutine(result):
                     await result
+        self.processed_count += len(messages)
+        if self.due is not None:
+            for state in notes.values():
+                self.due.note(state)
+        outputs = [future for future, _ in await outbox.send()]
+        if epoch != self._epoch:
+            return  # revoked meanwhile: not acked, so fetched and processed again (same output ids)
+        self._pending.update((key, value) for key, (value, _) in local.items())
+        await self._batches().put(_Batch(epoch, outputs, local, messages))
+
+    async def _deliver(self) -> None:
+        """Complete batches in order (see the module docstring); a failed delivery crashes the app."""
+        queue = self._batches()
+        self._delivering = True
+        try:
+            while True:
+                batch = await queue.get()
+                try:
+                    await self._complete(batch)
+                except Exception as exc:
+                    log.exception("delivery failed; crashing so that unacked records are delivered again")
+                    await self.app.crash(exc)
+                    return
+                finally:
+                    queue.task_done()
+        finally:
+            self._delivering = False
+
+    async def _complete(self, batch: _Batch) -> None:
+        if batch.epoch != self._epoch:
+            return
+        for future in batch.outputs:
+            await future
+        if batch.epoch != self._epoch or not batch.states:
+            if batch.epoch == self._epoch:
+                self._ack(batch)
+            return
+        outbox = _Outbox(self._producer())
+        changelog = self.customers.changelog_topic.get_topic_name()
+        for key, (value, partition) in batch.states.items():
+            outbox.add(changelog, partition, key, value)  # the input's partition, as Table.__setitem__ does
+        persisted: dict[Any, int] = {}
+        for future, count in await outbox.send():
+            metadata = await future
+            if metadata is not None:
+                tp = metadata.topic_partition
+                persisted[tp] = max(persisted.get(tp, -1), metadata.offset + count - 1)
+        store: Any = self.customers.data
+        pending = self._pending
+        if isinstance(store, MemoryStore):
+            put = store.data.__setitem__
+            for key, (value, _) in batch.states.items():
+                put(key, value)
+                if pending.get(key) is value:
+                    del pending[key]
+        else:  # a persistent store (RocksDB) files a key under the partition of Faust's current event
+            carriers = {message.partition: _EventOf(message) for message in batch.messages}
+            for key, (value, partition) in batch.states.items():
+                token = _current_event.set(weakref.ref(carriers[partition]))  # type: ignore[arg-type]
+                try:
+                    store[key] = value
+                finally:
+                    _current_event.reset(token)
+                if pending.get(key) is value:
+                    del pending[key]
+        for tp, offset in persisted.items():
+            store.set_persisted_offset(tp, offset)  # what Table._on_changelog_sent does (RocksDB resumes here)
+        if batch.epoch == self._epoch:
+            self._ack(batch)
+
+    def _producer(self) -> Any:
+        """The aiokafka producer under Faust's (started with the app; Faust flushes it before commits)."""
+        producer = getattr(self.app.producer, "_producer", None)
+        if producer is None:
+            raise RuntimeError("the Faust producer is not started")
+        return producer
+
+    def _partition_of(self, key: bytes | None, default: int) -> int:
+        """Partition of an output record: the producer's default (murmur2 of the key, as Faust's `send`
+        chose), cached per key; a record without a key stays on its input's partition."""
+        if key is None:
+            return default
+        partition = self._partitions.get(key)
+        if partition is None:
+            partition = self._partitions[key] = (murmur2(key) & 0x7FFFFFFF) % self.output_partitions
+            if len(self._partitions) > 100_000:
+                self._partitions.clear()
+        return partition
+
+    def _ack(self, batch: _Batch) -> None:
+        ack = self.app.consumer.ack
+        for message in batch.messages:
+            ack(message)
+        self.completed_count += len(batch.messages)
+        self.last_completed_at = time.perf_counter()
+
+    async def _on_partitions_revoked(self, sender: Any = None, revoked: Any = None, **kwargs: Any) -> None:
+        """Faust calls this during revocation, after stopping the flow and flushing its producer."""
+        self._epoch += 1
+        self._pending.clear()
+        await self._join_queue()  # queued batches of the old epoch are discarded at once
+
+    async def _join_queue(self) -> None:
+        """Wait until every queued batch is completed or discarded."""
+        queue = self._queue
+        if queue is None or not self._delivering:
+            return
+        join = asyncio.ensure_future(queue.join())
+        try:
+            while not join.done() and self._delivering:  # a crashed deliverer never finishes the queue
+                await asyncio.wait({join}, timeout=0.1)
+        finally:
+            join.cancel()
+
+    async def drain(self) -> None:
+        """Stop taking records and complete every processed batch (outputs, changelog, acks), so that the
+        commit Faust makes when it stops covers them. Called when the app stops (`LoyaltyApp.on_stop`) and by
+        `runtime.running_worker`. Records fetched afterwards stay unacked and are delivered again."""
+        self._accepting = False
+        await self._join_queue()
 
     # Scheduler ---------------------------------------------------------------------------------------------
     async def _send_scheduled(self, logical: str, key: bytes, value: bytes) -> None:
@@ -144,7 +397,7 @@ class LoyaltyWorker:
 
     async def _rebuild_due_index(self) -> None:
         """Once the table is recovered, recreate the due index of the customers this worker holds."""
-        recovery = self.app.tables.recovery
+        recovery = self.app.tables.recovery  # type: ignore[attr-defined]
         await recovery.completed.wait()
         if self.due is None:
             return
@@ -153,6 +406,7 @@ class LoyaltyWorker:
         log.info("due index rebuilt from %d customers (%d due)", len(states), count)
 
     async def stop_background(self) -> None:
+        await self.drain()
         if self.scheduler is not None:
             await self.scheduler.stop()
         if self.due is not None:

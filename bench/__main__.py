@@ -1,0 +1,174 @@
+"""`make bench`: every benchmark in one run on the embedded broker; a table on stdout and a JSON file.
+
+    .venv/bin/python -m bench             # 100k activities over 50k customers (about 6-8 minutes on 2 cores)
+    .venv/bin/python -m bench --quick     # 20k activities over 10k customers, shorter latency run
+    .venv/bin/python -m bench --skip engine,memory --out /tmp/run.json
+
+Sections (see `bench/broker_bench.py` and `bench/engine_bench.py` for what each one measures):
+
+* baseline    raw aiokafka consume -> orjson -> produce 2, same records and topic layout: the ceiling
+* end_to_end  the real worker (Redis due index on), pre-produced records, first processed -> last output
+* ratio       end_to_end / baseline, from this run
+* latency     publish -> balance change at a steady offered rate (1,000/s), worker in a child process;
+              `latency_at_250`: the same at 250/s, below the worker's capacity today
+* engine / replay / memory   the pure engine, the offline replay and the state store (bench.engine_bench)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import broker_bench, engine_bench, workload
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+TARGETS = {"end_to_end_per_s": 10_000, "ratio": 0.3, "ratio_stretch": 0.5, "latency_p99_ms": 50.0}
+SECTIONS = ("baseline", "end_to_end", "latency", "engine", "replay", "memory")
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+async def run_broker(args: argparse.Namespace, records: list[Any], results: dict[str, Any]) -> None:
+    registry = workload.load_registry()
+    with broker_bench.Cluster() as cluster:
+        if "baseline" not in args.skip:
+            print("baseline: raw aiokafka ...", flush=True)
+            results["baseline"] = await broker_bench.baseline(cluster, records)
+        if "end_to_end" not in args.skip:
+            print("end to end: the worker ...", flush=True)
+            run = await broker_bench.end_to_end(cluster, records, registry, keep_states=args.verify)
+            results["end_to_end"] = run.figures
+            if args.verify:
+                print("end to end: checking the outputs ...", flush=True)
+                results["end_to_end_check"] = await broker_bench.verify(run)
+        if "baseline" in results and "end_to_end" in results:
+            results["ratio"] = {"end_to_end_over_baseline": round(
+                results["end_to_end"]["activities_per_s"] / results["baseline"]["activities_per_s"], 3)}
+        if "latency" not in args.skip:
+            print(f"latency: {args.latency_rate}/s for {args.latency_seconds:g} s ...", flush=True)
+            results["latency"] = await broker_bench.latency(
+                cluster, rate=args.latency_rate, seconds=args.latency_seconds)
+            for rate in args.also_latency_at:  # below the worker's capacity: what the path itself costs
+                print(f"latency: {rate}/s for {args.latency_seconds / 2:g} s ...", flush=True)
+                results[f"latency_at_{rate}"] = await broker_bench.latency(
+                    cluster, rate=rate, seconds=args.latency_seconds / 2)
+
+
+def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, Any]) -> None:
+    registry = workload.load_registry()
+    if "engine" not in args.skip:
+        print("engine: pure apply ...", flush=True)
+        results["engine"] = engine_bench.engine(records, registry)
+    if "replay" not in args.skip or "memory" not in args.skip:
+        print("replay: the record processor offline ...", flush=True)
+        replay, states = engine_bench.replay_figures(records, registry)
+        if "replay" not in args.skip:
+            results["replay"] = replay
+        if "memory" not in args.skip:
+            print("memory: the state store ...", flush=True)
+            results["memory"] = engine_bench.memory(states)
+        if "end_to_end" in results and "replay" in results:
+            results.setdefault("ratio", {})["end_to_end_over_replay"] = round(
+                results["end_to_end"]["activities_per_s"] / results["replay"]["activities_per_s"], 3)
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "end_to_end" in results:
+        rate = results["end_to_end"]["activities_per_s"]
+        out["end_to_end_per_s"] = {"target": TARGETS["end_to_end_per_s"], "got": rate,
+                                   "met": rate >= TARGETS["end_to_end_per_s"]}
+    if "end_to_end_over_baseline" in results.get("ratio", {}):
+        ratio = results["ratio"]["end_to_end_over_baseline"]
+        out["ratio"] = {"target": TARGETS["ratio"], "stretch": TARGETS["ratio_stretch"], "got": ratio,
+                        "met": ratio >= TARGETS["ratio"]}
+    if "latency" in results:
+        p99 = results["latency"]["p99_ms"]
+        out["latency_p99_ms"] = {"target": TARGETS["latency_p99_ms"], "got": p99,
+                                 "met": p99 is not None and p99 <= TARGETS["latency_p99_ms"]}
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    for section, figures in results.items():
+        if not isinstance(figures, dict):
+            continue
+        lines.append(section)
+        for name, value in figures.items():
+            if isinstance(value, dict):
+                shown = ", ".join(f"{k}={v}" for k, v in value.items())
+            elif isinstance(value, bool) or value is None:
+                shown = str(value)
+            elif isinstance(value, int):
+                shown = f"{value:,}"
+            elif isinstance(value, float):
+                shown = f"{value:,.3f}".rstrip("0").rstrip(".")
+            else:
+                shown = str(value)
+            lines.append(f"  {name:<30} {shown:>16}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="20k activities over 10k customers, 10 s latency")
+    parser.add_argument("--activities", type=int)
+    parser.add_argument("--customers", type=int)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--latency-rate", type=int, default=1000)
+    parser.add_argument("--latency-seconds", type=float)
+    parser.add_argument("--also-latency-at", default="250",
+                        help="comma-separated further offered rates for a shorter latency run ('' for none)")
+    parser.add_argument("--skip", default="", help=f"comma-separated sections to skip: {', '.join(SECTIONS)}")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip reading back the worker's outputs to check them")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.skip = {part.strip() for part in args.skip.split(",") if part.strip()}
+    args.also_latency_at = [int(part) for part in args.also_latency_at.split(",") if part.strip()]
+    unknown = args.skip - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
+    activities = args.activities or (20_000 if args.quick else 100_000)
+    customers = args.customers or max(1, activities // 2)
+    if args.latency_seconds is None:
+        args.latency_seconds = 10.0 if args.quick else 20.0
+    logging.basicConfig(level=logging.ERROR)
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "run": {"at": datetime.now(UTC).isoformat(timespec="seconds"), **machine(), "broker": "embedded Tansu",
+                "partitions": broker_bench.PARTITIONS},
+        "workload": {"activities": activities, "customers": customers, "seed": args.seed},
+    }
+    records = workload.generate(activities, customers, seed=args.seed)
+    results["workload"].update(workload.kinds(records))
+    asyncio.run(run_broker(args, records, results))
+    run_engine(args, records, results)
+    results["targets"] = verdicts(results)
+    results["run"]["seconds"] = round(time.perf_counter() - started, 1)
+
+    print()
+    print(table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"\nwritten to {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

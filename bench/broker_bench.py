@@ -1,0 +1,457 @@
+"""Broker benchmarks on the embedded Tansu broker: the raw aiokafka ceiling, the worker end to end, latency.
+
+Every function takes a :class:`Cluster` (a started broker + Redis) and returns a dict of figures, so
+``python -m bench`` can print them in one table and write them to ``bench/results/latest.json``; the smoke
+test (``tests/integration/test_bench_smoke.py``) calls the same functions with a small N.
+
+* :func:`baseline`: a raw aiokafka loop over the same topic layout (the activity topics, 4 partitions each)
+  and the same records: consume -> ``orjson.loads`` -> produce two messages -> commit every 0.5 s. No logic,
+  no Faust: the practical ceiling of one Python process on this broker.
+* :func:`end_to_end`: the real worker (``LoyaltyWorker`` through ``runtime.running_worker``, Redis due
+  index on) over the same records, pre-produced. Timed from the first record processed until the last one
+  is processed and the worker's producer has flushed (every output, including the last balance change, is
+  on the broker). Group join and table recovery are excluded; they are start-up costs.
+* :func:`latency`: publish -> balance-change latency at a steady offered rate. The worker runs in a child
+  process (so the load generator does not share its event loop); this process publishes at the given rate,
+  stamping each event id, and a consumer on ``balance-changes`` matches ``cause_event_id``.
+
+The scheduler runs during these benchmarks with its clock frozen at the workload's start
+(``bench.workload.START``): the workload's event times are in 2024, so a wall clock would make every
+customer's delayed points due at once and the scheduler would add its own events to the measured stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
+
+from bench import workload
+from loyalty_stream.devstack.broker import EmbeddedBroker
+from loyalty_stream.devstack.redis import EmbeddedRedis
+from loyalty_stream.program.loader import ProgramRegistry
+from loyalty_stream.replay.runner import Record
+from loyalty_stream.settings import Settings
+from loyalty_stream.stream.catalogue import create_topics, load_catalogue
+from loyalty_stream.stream.faust_settings import for_embedded_broker
+from loyalty_stream.stream.processor import BALANCE_CHANGES, DEAD_LETTER, LEDGER, decode_state
+from loyalty_stream.stream.transport import probe_end_offsets
+
+Figures = dict[str, Any]
+PARTITIONS = 4
+
+
+def frozen_clock() -> datetime:
+    """The scheduler's clock during the benchmarks: the workload's start, so nothing falls due."""
+    return workload.START
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The cluster and per-run isolation
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class Cluster:
+    """A Kafka-compatible broker and a Redis; starts the embedded ones unless addresses are given."""
+
+    bootstrap: str = ""
+    redis_url: str = ""
+    #: Settings for every run (e.g. group timeouts a real Kafka accepts); Tansu's short ones otherwise.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _stops: list[Any] = field(default_factory=list)
+
+    def start(self) -> Cluster:
+        if not self.bootstrap:
+            broker = EmbeddedBroker()
+            self.bootstrap = broker.start()
+            self._stops.append(broker.stop)
+        if not self.redis_url:
+            server = EmbeddedRedis()
+            self.redis_url = server.start()
+            self._stops.append(server.stop)
+        return self
+
+    def stop(self) -> None:
+        while self._stops:
+            self._stops.pop()()
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def settings(self, data_dir: Any = None, **overrides: Any) -> Settings:
+        """Fresh app id, topic prefix and Redis prefix (so runs never see each other), Tansu timeouts."""
+        token = uuid.uuid4().hex[:10]
+        fields: dict[str, Any] = {
+            "kafka_bootstrap": self.bootstrap, "redis_url": self.redis_url, "app_id": f"bench-{token}",
+            "topic_prefix": f"b-{token}-", "redis_prefix": f"bench:{token}:", "partitions": PARTITIONS,
+        }
+        if data_dir is not None:
+            fields["data_dir"] = data_dir
+        return for_embedded_broker(Settings(**fields)).model_copy(update={**self.overrides, **overrides})
+
+
+async def create_catalogue(settings: Settings) -> None:
+    catalogue = load_catalogue(settings.catalogue_path, partitions=settings.partitions)
+    await create_topics(settings.kafka_bootstrap, catalogue, settings.topic_prefix)
+
+
+def input_topics(records: Sequence[Record], prefix: str) -> list[str]:
+    return sorted({prefix + record.topic for record in records})
+
+
+async def produce_all(bootstrap: str, messages: Iterable[tuple[str, bytes, bytes]]) -> Figures:
+    """Publish everything as fast as the producer goes (batched, acks=1); returns count and rate."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=256 * 1024,
+                                enable_idempotence=False, acks=1)
+    await producer.start()
+    count = 0
+    started = time.perf_counter()
+    try:
+        pending: list[asyncio.Future[Any]] = []
+        for topic, key, value in messages:
+            pending.append(await producer.send(topic, value, key=key))
+            count += 1
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await producer.flush()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    seconds = time.perf_counter() - started
+    return {"messages": count, "seconds": round(seconds, 3), "messages_per_s": round(count / seconds)}
+
+
+async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
+    """Messages in each topic (sum of its partitions' end offsets, corrected for Tansu's ListOffsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for topic in topics for p in range(PARTITIONS)]
+        listed = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    ends = await probe_end_offsets(bootstrap, listed)
+    totals = dict.fromkeys(topics, 0)
+    for tp, end in ends.items():
+        totals[tp.topic] += end or 0
+    return totals
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Baseline: raw aiokafka, no logic
+# ---------------------------------------------------------------------------------------------------------
+async def baseline(cluster: Cluster, records: Sequence[Record], *, timeout: float = 300.0) -> Figures:
+    """consume -> orjson decode -> produce 2 messages, with periodic commits; activities/s."""
+    settings = cluster.settings()
+    await create_catalogue(settings)
+    prefix = settings.topic_prefix
+    await produce_all(cluster.bootstrap, workload.messages(records, prefix))
+    total = len(records)
+    outputs = (prefix + LEDGER, prefix + BALANCE_CHANGES)
+    consumer = AIOKafkaConsumer(*input_topics(records, prefix), bootstrap_servers=cluster.bootstrap,
+                                group_id=settings.app_id, enable_auto_commit=False,
+                                auto_offset_reset="earliest", session_timeout_ms=2000,
+                                heartbeat_interval_ms=500, max_poll_records=2000)
+    producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, linger_ms=5, max_batch_size=256 * 1024,
+                                enable_idempotence=False, acks=1)
+    await producer.start()
+    await consumer.start()
+    count = 0
+    first: float | None = None
+    try:
+        deadline = time.monotonic() + timeout
+        last_commit = time.perf_counter()
+        loads, dumps, send = orjson.loads, orjson.dumps, producer.send
+        while count < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"baseline: {count}/{total} after {timeout}s")
+            batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+            if batch and first is None:
+                first = time.perf_counter()
+            for messages in batch.values():
+                for message in messages:
+                    activity = loads(message.value)
+                    out = dumps({"cause_event_id": activity["event_id"], "customer_id": activity["customer_id"],
+                                 "type": activity["type"]})
+                    await send(outputs[0], out, key=message.key)
+                    await send(outputs[1], out, key=message.key)
+                count += len(messages)
+            if time.perf_counter() - last_commit > 0.5:
+                await producer.flush()
+                await consumer.commit()
+                last_commit = time.perf_counter()
+        await producer.flush()
+        await consumer.commit()
+        end = time.perf_counter()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert first is not None
+    seconds = end - first
+    return {"activities": count, "seconds": round(seconds, 3), "activities_per_s": round(count / seconds),
+            "outputs": 2 * count}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# End to end: the real worker
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class EndToEnd:
+    figures: Figures
+    states: dict[bytes, bytes]
+    settings: Settings
+
+
+async def end_to_end(cluster: Cluster, records: Sequence[Record], registry: ProgramRegistry, *,
+                     timeout: float = 600.0, data_dir: Any = None, keep_states: bool = False) -> EndToEnd:
+    """Pre-produce `records`, start the worker, time from the first record processed to the last output."""
+    from loyalty_stream.stream.runtime import running_worker
+
+    settings = cluster.settings(data_dir=data_dir)
+    await create_catalogue(settings)
+    prefix = settings.topic_prefix
+    produced = await produce_all(cluster.bootstrap, workload.messages(records, prefix))
+    total = len(records)
+    redis = Redis.from_url(cluster.redis_url)
+    states: dict[bytes, bytes] = {}
+    try:
+        started = time.perf_counter()
+        async with running_worker(settings, registry, redis=redis, clock=frozen_clock) as worker:
+            ready = time.perf_counter() - started
+            deadline = time.monotonic() + timeout
+            first: float | None = None
+
+            def done() -> int:  # records whose outputs and state are on the broker and that are acked
+                return int(getattr(worker, "completed_count", worker.processed_count))
+
+            while done() < total:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"end_to_end: {done()}/{total} after {timeout}s")
+                if first is None and worker.processed_count:
+                    first = time.perf_counter()
+                await asyncio.sleep(0.002)
+            await worker.app.producer.flush()
+            end = time.perf_counter()
+            first = getattr(worker, "first_processed_at", None) or first or end
+            if keep_states:
+                states = {key: value for key, value in worker.customers.items() if value is not None}
+            customers = len(worker.customers)
+    finally:
+        await redis.aclose()
+    seconds = end - first
+    outs = await end_offsets(cluster.bootstrap, [prefix + LEDGER, prefix + BALANCE_CHANGES, prefix + DEAD_LETTER])
+    figures = {
+        "activities": total,
+        "seconds": round(seconds, 3),
+        "activities_per_s": round(total / seconds),
+        "startup_seconds": round(ready, 2),
+        "preproduce_per_s": produced["messages_per_s"],
+        "customers": customers,
+        "ledger_entries": outs[prefix + LEDGER],
+        "balance_changes": outs[prefix + BALANCE_CHANGES],
+        "dead_letters": outs[prefix + DEAD_LETTER],
+    }
+    return EndToEnd(figures, states, settings)
+
+
+async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes]]:
+    from loyalty_stream.stream.kafka_io import read_topic
+
+    return [(key, value) for _, _, key, value in await read_topic(bootstrap, topic) if value is not None]
+
+
+async def verify(run: EndToEnd) -> Figures:
+    """Outputs consistent with themselves and with the table: every customer's ledger has seq 1..n with
+    unique entry ids (nothing credited twice, nothing lost), its current balance is the sum of its ledger's
+    current-bucket entries, and its last balance change and its stored state agree with that balance."""
+    settings = run.settings
+    ledger = await read_all(settings.kafka_bootstrap, settings.topic(LEDGER))
+    changes = await read_all(settings.kafka_bootstrap, settings.topic(BALANCE_CHANGES))
+    problems: list[str] = []
+    seqs: dict[str, list[int]] = {}
+    sums: dict[str, Decimal] = {}
+    last_after: dict[str, Decimal] = {}
+    ids: set[str] = set()
+    for _, value in ledger:
+        entry = orjson.loads(value)
+        customer = entry["customer_id"]
+        if entry["entry_id"] in ids:
+            problems.append(f"duplicate ledger entry {entry['entry_id']}")
+        ids.add(entry["entry_id"])
+        seqs.setdefault(customer, []).append(entry["seq"])
+        if entry["bucket"] == "current":
+            sums[customer] = sums.get(customer, Decimal(0)) + Decimal(str(entry["amount"]))
+        last_after[customer] = Decimal(str(entry["balance_after"]))
+    for customer, numbers in seqs.items():
+        if numbers != list(range(1, len(numbers) + 1)):
+            problems.append(f"{customer}: ledger seq {numbers[:10]}... is not 1..n")
+    final: dict[str, dict[str, Any]] = {}
+    for _, value in changes:
+        change = orjson.loads(value)
+        final[change["customer_id"]] = change
+    for customer, change in final.items():
+        current = Decimal(str(change["current"]))
+        if current != sums.get(customer, Decimal(0)):
+            problems.append(f"{customer}: balance {current} != ledger sum {sums.get(customer)}")
+        if change["seq"] != len(seqs.get(customer, [])):
+            problems.append(f"{customer}: last balance change seq {change['seq']} != {len(seqs.get(customer, []))}")
+    checked_states = 0
+    for raw in run.states.values():
+        state = decode_state(raw)
+        change = final.get(state.customer_id)
+        if change is not None and Decimal(str(change["current"])) != state.current:
+            problems.append(f"{state.customer_id}: table balance {state.current} != {change['current']}")
+        if state.seq != len(seqs.get(state.customer_id, [])):
+            problems.append(f"{state.customer_id}: table seq {state.seq} != {len(seqs.get(state.customer_id, []))}")
+        checked_states += 1
+    return {"ledger_entries": len(ledger), "balance_changes": len(changes), "customers": len(final),
+            "states_checked": checked_states, "problems": len(problems), "first_problems": problems[:10]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Latency at a steady rate
+# ---------------------------------------------------------------------------------------------------------
+async def _serve_worker(settings_json: str) -> None:
+    """Child process of :func:`latency`: run the worker, say "ready", stop when stdin closes."""
+    import logging
+
+    from loyalty_stream.stream.runtime import running_worker
+
+    logging.basicConfig(level=logging.ERROR)  # Faust warns about timers overlapping whenever it is busy
+    settings = Settings.model_validate_json(settings_json)
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        async with running_worker(settings, workload.load_registry(), redis=redis, clock=frozen_clock):
+            print("ready", flush=True)
+            await asyncio.to_thread(sys.stdin.read)
+    finally:
+        await redis.aclose()
+
+
+def _percentile(sorted_values: Sequence[float], share: float) -> float | None:
+    """Nearest-rank percentile; None when it falls on an activity that never got its balance change."""
+    index = min(len(sorted_values) - 1, max(0, round(share * (len(sorted_values) - 1))))
+    value = sorted_values[index]
+    return None if value == float("inf") else round(value, 1)
+
+
+async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, warmup: float = 3.0,
+                  customers: int = 20_000, seed: int = 11, worker_command: Sequence[str] | None = None
+                  ) -> Figures:
+    """p50/p95/p99 publish -> balance-change at `rate` activities/s for `seconds` (after `warmup`).
+
+    `worker_command` replaces the child that serves the worker (it gets the settings JSON as its last
+    argument and must print "ready", then run until its stdin closes), e.g. to measure another version."""
+    settings = cluster.settings()
+    await create_catalogue(settings)
+    prefix = settings.topic_prefix
+    total = int(rate * (seconds + warmup))
+    records = workload.generate(total, customers, seed=seed)
+    messages = list(workload.messages(records, prefix))
+    event_ids = [orjson.loads(value)["event_id"] for _, _, value in messages]
+
+    command = list(worker_command or [sys.executable, "-m", "bench.broker_bench", "serve-worker"])
+    child = await asyncio.create_subprocess_exec(
+        *command, settings.model_dump_json(),
+        cwd=workload.ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=2)
+    producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, linger_ms=0, enable_idempotence=False,
+                                acks=1)
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+    try:
+        if (await asyncio.wait_for(child.stdout.readline(), 120)).strip() != b"ready":
+            raise RuntimeError("latency: the worker did not start")
+        await consumer.start()
+        await producer.start()
+        tps = [TopicPartition(prefix + BALANCE_CHANGES, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:
+            await consumer.position(tp)
+
+        async def collect() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.perf_counter()
+                for batch_messages in batch.values():
+                    for message in batch_messages:
+                        cause = orjson.loads(message.value)["cause_event_id"]
+                        arrived.setdefault(cause, now)
+
+        collector = asyncio.create_task(collect())
+        started = time.perf_counter()
+        index = 0
+        while index < total:
+            due = min(total, int((time.perf_counter() - started) * rate) + 1)
+            while index < due:
+                topic, key, value = messages[index]
+                sent[event_ids[index]] = time.perf_counter()
+                await producer.send(topic, value, key=key)
+                index += 1
+            await asyncio.sleep(0.001)
+        offered = total / (time.perf_counter() - started)
+        quiet_since, seen = time.perf_counter(), len(arrived)
+        while time.perf_counter() - quiet_since < 2.0 and time.perf_counter() - started < seconds + warmup + 15:
+            await asyncio.sleep(0.1)  # stragglers: until nothing new arrives for 2 s (at most 15 s more)
+            if len(arrived) != seen:
+                quiet_since, seen = time.perf_counter(), len(arrived)
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+    finally:
+        child.stdin.close()
+        await producer.stop()
+        await consumer.stop()
+        try:
+            await asyncio.wait_for(child.wait(), 30)
+        except TimeoutError:
+            child.kill()
+            await child.wait()
+    # Measured: every activity whose balance change arrived, and every purchase (a purchase always changes
+    # the balance: it earns, at least promised points). A purchase whose change had not arrived by the end
+    # counts as infinitely late, so an overloaded worker shows as such. Activities without a balance change
+    # (a rejected redemption, an engagement worth 0) are not measured.
+    purchases = {event_id for event_id, record in zip(event_ids, records, strict=True)
+                 if record.topic == "transaction-add"}
+    measured_ids = [i for i in event_ids[int(rate * warmup):] if i in arrived or i in purchases]
+    values = sorted((arrived[i] - sent[i]) * 1000 if i in arrived else float("inf") for i in measured_ids)
+    if not values:
+        raise RuntimeError("latency: no balance change matched a published activity")
+    finite = [v for v in values if v != float("inf")]
+    return {
+        "offered_per_s": round(offered),
+        "activities": len(event_ids) - int(rate * warmup),
+        "measured": len(values),
+        "arrived": len(finite),
+        "p50_ms": _percentile(values, 0.50),
+        "p95_ms": _percentile(values, 0.95),
+        "p99_ms": _percentile(values, 0.99),
+        "max_ms": round(finite[-1], 1) if finite else None,
+        "mean_ms": round(statistics.fmean(finite), 1) if finite else None,
+    }
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "serve-worker":
+        asyncio.run(_serve_worker(sys.argv[2]))
+    else:
+        raise SystemExit("usage: python -m bench   (this module's entry point only serves the latency worker)")

@@ -1,0 +1,133 @@
+"""Retention: returns and reversals past the program's windows, and dropping what no one can use any more.
+
+The rule is the program's (`program/retention.py`): a bill is kept for `return_window_days` after the purchase,
+a redemption for `reversal_window_days` (longer while limits or conditions count it), and a lot that holds no
+points is kept while a kept bill earned it or a kept redemption consumed it. Windows count back from the
+customer's newest event time (`newest`), the same instant for the check and for the dropping, so a return or
+reversal past its window is rejected whether or not its bill or redemption has been dropped yet.
+
+Dropping runs at most once per local day of the customer's newest event (the first activity that moves it to
+a new day), and only removes what no later activity can read: balances, due transitions and outputs are the
+same as if everything had been kept, except that a late return or reversal is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.expiry import local_date
+from loyalty_stream.engine.facts import facts
+from loyalty_stream.engine.state import ZERO, Bill, CustomerState, Redemption, StoredRows
+from loyalty_stream.program.model import Program
+
+
+def newest(state: CustomerState, at: datetime) -> datetime:
+    """The customer's newest event time once the activity at `at` is counted."""
+    last = state.last_event_time
+    return at if last is None or at > last else last
+
+
+def return_rejection(fx: Effects, bill: Bill) -> str | None:
+    """Why a return of `bill` is refused now (past the return window), or None."""
+    window = facts(fx.program).return_window
+    if window is None:
+        return None
+    if bill.event_time + window > newest(fx.state, fx.activity.event_time):
+        return None
+    days = fx.program.retention.return_window_days
+    bought = local_date(bill.event_time, facts(fx.program).zone).isoformat()
+    return (f"bill {bill.bill_number!r} was bought on {bought}, more than {days} days before the customer's "
+            f"latest activity: past the return window, its points are no longer returned")
+
+
+def unknown_bill_note(program: Program) -> str:
+    """What to add to an unknown-bill rejection when bills are dropped after the return window."""
+    days = program.retention.return_window_days
+    return "" if days is None else f" within the {days}-day return window"
+
+
+def reversal_rejection(fx: Effects, redemption: Redemption) -> str | None:
+    """Why reversing `redemption` is refused now (past the reversal window), or None."""
+    days = fx.program.retention.reversal_window_days
+    if days is None or redemption.at + timedelta(days=days) > newest(fx.state, fx.activity.event_time):
+        return None
+    return (f"redemption {redemption.redemption_id!r} was made more than {days} days before the customer's latest "
+            f"activity: past the reversal window, it can no longer be reversed")
+
+
+def unknown_redemption_note(program: Program) -> str:
+    days = program.retention.reversal_window_days
+    return "" if days is None else f" within the {days}-day reversal window"
+
+
+# Dropping -------------------------------------------------------------------------------------------------
+def due(fx: Effects) -> bool:
+    """Drop now? Once the program has a window, on the first activity of each new local day (newest time)."""
+    known = facts(fx.program)
+    if known.return_window is None and known.redemption_keep is None:
+        return False
+    last = fx.state.last_event_time
+    at = fx.activity.event_time
+    if last is None or at <= last:
+        return False
+    return local_date(at, known.zone) != local_date(last, known.zone)
+
+
+def _time_of(row_or_item: Any, index: int, attribute: str) -> datetime:
+    if type(row_or_item) is list:
+        return datetime.fromisoformat(row_or_item[index])
+    value: datetime = getattr(row_or_item, attribute)
+    return value
+
+
+def _raw(items: Any) -> dict[str, Any]:
+    """Entries as stored rows or decoded objects, without decoding anything."""
+    if isinstance(items, StoredRows):
+        return items.peek_all()
+    result: dict[str, Any] = items
+    return result
+
+
+def prune(fx: Effects, now: datetime) -> None:
+    """Drop the bills, redemptions and empty lots past the program's windows at `now`, the customer's newest
+    event time (see the module)."""
+    state = fx.state
+    known = facts(fx.program)
+    bills = _raw(state.bills)
+    kept_bills: dict[str, str] = {}  # bill number -> the purchase's event id
+    if known.return_window is not None:
+        horizon = now - known.return_window
+        for number, bill in list(bills.items()):
+            if _time_of(bill, 1, "event_time") <= horizon:
+                del state.bills[number]
+            else:
+                kept_bills[number] = bill[0] if type(bill) is list else bill.event_id
+    else:
+        kept_bills = {number: bill[0] if type(bill) is list else bill.event_id for number, bill in bills.items()}
+    bill_lots = {
+        lot.lot_id for lot in state.lots
+        if lot.origin == "earn" and lot.bill_number is not None
+        and kept_bills.get(lot.bill_number) == lot.source_event_id
+    }
+    needed = set(bill_lots)
+    redemptions = _raw(state.redemptions)
+    keep = known.redemption_keep
+    horizon_r = None if keep is None else now - keep
+    for rid, item in list(redemptions.items()):
+        if type(item) is list:
+            bill_number, consumed = item[3], [c[0] for c in item[4]]
+        else:
+            bill_number, consumed = item.bill_number, [c.lot_id for c in item.consumed]
+        if (
+            horizon_r is not None and _time_of(item, 1, "at") <= horizon_r
+            and bill_number not in kept_bills and not any(lot_id in bill_lots for lot_id in consumed)
+        ):
+            del state.redemptions[rid]
+        else:
+            needed.update(consumed)
+    dropped = [lot for lot in state.lots if lot.remaining <= ZERO and lot.lot_id not in needed]
+    if dropped:
+        fx.forget(dropped)
+        state.lots = [lot for lot in state.lots if lot.remaining > ZERO or lot.lot_id in needed]

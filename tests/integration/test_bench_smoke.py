@@ -1,0 +1,61 @@
+"""The benchmark harness with a tiny workload: sane figures, and the worker's outputs checked end to end.
+
+No timing is asserted (rates depend on the machine); `make bench` is where the figures come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bench import broker_bench, workload
+from bench.__main__ import main as bench_main
+from tests.fixtures.cluster import REAL_KAFKA_OVERRIDES, Cluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def bench_cluster(cluster: Cluster, kafka_bootstrap: str, redis_url: str) -> broker_bench.Cluster:
+    overrides = {} if cluster.kafka_is_tansu else dict(REAL_KAFKA_OVERRIDES)
+    return broker_bench.Cluster(bootstrap=kafka_bootstrap, redis_url=redis_url, overrides=overrides)
+
+
+async def test_harness_functions_give_sane_figures_and_correct_outputs(
+    bench_cluster: broker_bench.Cluster, tmp_path: Path
+) -> None:
+    records = workload.generate(300, 150, seed=3)
+
+    baseline = await broker_bench.baseline(bench_cluster, records)
+    assert baseline["activities"] == 300 and baseline["outputs"] == 600
+    assert baseline["activities_per_s"] > 0
+
+    run = await broker_bench.end_to_end(bench_cluster, records, workload.load_registry(),
+                                        data_dir=tmp_path / "faust", keep_states=True)
+    figures = run.figures
+    assert figures["activities"] == 300 and figures["activities_per_s"] > 0
+    assert figures["ledger_entries"] > 300 and 0 < figures["balance_changes"] <= 300
+    check = await broker_bench.verify(run)
+    assert check["problems"] == 0, check["first_problems"]
+    assert check["ledger_entries"] == figures["ledger_entries"]
+    assert check["states_checked"] == figures["customers"] > 0
+
+    latency = await broker_bench.latency(bench_cluster, rate=50, seconds=2, warmup=1, customers=100)
+    assert latency["measured"] > 0 and latency["arrived"] > 0
+    assert latency["p50_ms"] is not None and 0 < latency["p50_ms"] <= latency["max_ms"]
+
+
+def test_make_bench_writes_the_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "latest.json"
+    assert bench_main(["--activities", "200", "--customers", "100", "--skip", "latency,memory",
+                       "--out", str(out)]) == 0
+    results = orjson.loads(out.read_bytes())
+    assert results["workload"]["activities"] == 200
+    assert results["baseline"]["activities"] == results["end_to_end"]["activities"] == 200
+    assert results["end_to_end_check"]["problems"] == 0
+    assert results["ratio"]["end_to_end_over_baseline"] > 0
+    assert results["engine"]["activities_per_s"] > 0 and results["replay"]["activities_per_s"] > 0
+    assert set(results["targets"]) == {"end_to_end_per_s", "ratio"}
+    printed = capsys.readouterr().out
+    assert "end_to_end" in printed and "activities_per_s" in printed

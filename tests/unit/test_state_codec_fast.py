@@ -1,0 +1,201 @@
+"""The fast state codec gives exactly the stored form of the plain one: lots that did not change encode as the
+JSON they were stored as, bills and redemptions are decoded only when read, and the processor's cache of
+decoded states never shows in what it stores or sends."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+
+from bench import workload
+from loyalty_stream.engine.core import apply
+from loyalty_stream.engine.state import (
+    Bill,
+    Lot,
+    StoredRows,
+    copy_state,
+    new_state,
+    state_from_dict,
+    state_to_dict,
+    state_to_json,
+)
+from loyalty_stream.events.activities import activity_adapter
+from loyalty_stream.replay.runner import Record
+from loyalty_stream.stream import processor as processor_module
+from loyalty_stream.stream.processor import ActivityProcessor, decode_state, encode_state
+
+FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def stored_states() -> list[bytes]:
+    """Customer states of a realistic run (lots, bills, redemptions, counters, caps)."""
+    registry = workload.load_registry()
+    processor = ActivityProcessor(registry, clock=lambda: FIXED_NOW)
+    store: dict[bytes, bytes] = {}
+    for r in workload.generate(1500, 120, seed=31, days=120):
+        processed = processor.process(r.topic, r.partition, r.offset, r.key, r.value, store.get)
+        if processed.state is not None and processed.state_key is not None:
+            store[processed.state_key] = processed.state
+    return sorted(store.values(), key=len)
+
+
+def test_fast_encoding_is_the_plain_encoding(stored_states: list[bytes]) -> None:
+    for raw in stored_states:
+        state = decode_state(raw)
+        assert state_to_json(state) == orjson.dumps(state_to_dict(state)) == raw
+        assert state_to_json(state, keep_rows=True) == raw == state_to_json(state, keep_rows=True)
+        assert state_from_dict(orjson.loads(raw)) == state
+
+
+CHANGES: dict[str, Any] = {
+    "lot_id": "other", "points": Decimal("1.50"), "remaining": Decimal("0.50"), "promised": True,
+    "earned_at": datetime(2024, 1, 1, tzinfo=UTC), "available_at": datetime(2024, 1, 2, tzinfo=UTC),
+    "expires_at": datetime(2030, 1, 2, tzinfo=UTC), "source_event_id": "x", "origin": "adjust",
+    "condition_code": "C", "bill_number": "B-x", "line_item_id": "L-x", "expiry_code": "E", "rolling": True,
+    "reminded": (7,), "cap_keys": ("cap:x",), "shortfall": Decimal("0.25"),
+}
+
+
+@pytest.mark.parametrize("keep_rows", [False, True])
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(Lot) if f.compare])
+def test_a_changed_lot_field_is_encoded_afresh(stored_states: list[bytes], name: str, keep_rows: bool) -> None:
+    raw = stored_states[-1]
+    state = decode_state(raw)
+    state_to_json(state, keep_rows=keep_rows)  # the lots now carry their stored row (and JSON)
+    lot = state.lots[0]
+    setattr(lot, name, CHANGES[name])
+    encoded = state_to_json(state, keep_rows=keep_rows)
+    assert encoded == orjson.dumps(state_to_dict(state)) != raw
+    assert getattr(decode_state(encoded).lots[0], name) == CHANGES[name]
+
+
+def test_the_same_value_in_another_scale_is_a_change() -> None:
+    """"10.0" and "10.00" are equal Decimals but different stored text: identity, not equality, decides."""
+    state = new_state("c1", "bench")
+    state.lots = [Lot("l1", Decimal("10.00"), Decimal("10.00"), False, datetime(2024, 1, 1, tzinfo=UTC), None,
+                      None, "e")]
+    state = decode_state(encode_state(state))
+    state_to_json(state)
+    state.lots[0].remaining = Decimal("10.0")
+    assert b'"10.0"' in state_to_json(state)
+
+
+def test_bills_and_redemptions_are_decoded_only_when_read(stored_states: list[bytes]) -> None:
+    raw = next(r for r in reversed(stored_states) if b'"redemptions":{"' in r)
+    state = decode_state(raw)
+    bills, redemptions = state.bills, state.redemptions
+    assert isinstance(bills, StoredRows) and isinstance(redemptions, StoredRows)
+    assert all(type(v) is list for v in bills.peek_all().values())
+    number = next(iter(bills))
+    assert number in bills and len(bills) == len(orjson.loads(raw)["bills"])
+    assert type(bills.peek_all()[number]) is list  # membership and size decode nothing
+    bill = bills[number]
+    assert isinstance(bill, Bill) and bills.peek_all()[number] is bill  # decoded once, in place
+    assert list(bills) == list(orjson.loads(raw)["bills"])  # the stored order is kept
+    bill.returned_amount += Decimal(1)
+    assert state_to_json(state) == orjson.dumps(state_to_dict(state)) != raw
+    assert dict(bills.items()) == dict(decode_state(raw).bills.items()) | {number: bill}
+    assert repr(state.redemptions).startswith("{")
+
+
+def test_rows_are_never_changed_by_decoding_them(stored_states: list[bytes]) -> None:
+    data = orjson.loads(stored_states[-1])
+    before = orjson.dumps(data)
+    state = state_from_dict(data)
+    assert state == state_from_dict(orjson.loads(before))  # decodes every bill and redemption
+    state.lots[0].remaining += Decimal(1)
+    state_to_json(state, keep_rows=True)
+    assert orjson.dumps(data) == before
+
+
+def test_keep_rows_holds_bills_and_redemptions_as_their_rows(stored_states: list[bytes]) -> None:
+    state = decode_state(stored_states[-1])
+    fresh = decode_state(stored_states[-1])
+    next(iter(state.bills.values())).returned_amount += Decimal(2)
+    encoded = state_to_json(state, keep_rows=True)
+    assert isinstance(state.bills, StoredRows)
+    assert all(type(v) is list for v in state.bills.peek_all().values())
+    assert state_to_json(state) == encoded
+    assert state.bills != fresh.bills and decode_state(encoded) == state
+
+
+# The processor's cache of decoded states -------------------------------------------------------------------
+
+def _records() -> list[Record]:
+    return workload.generate(400, 20, seed=41, days=60)
+
+
+def test_a_failing_activity_leaves_the_cached_state_as_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = workload.load_registry()
+    processor = ActivityProcessor(registry, clock=lambda: FIXED_NOW, state_cache=100)
+    store: dict[bytes, bytes] = {}
+    records = _records()
+    customer = records[0].key
+    mine = [r for r in records if r.key == customer and r.topic == "transaction-add"]
+    first = processor.process(mine[0].topic, mine[0].partition, mine[0].offset, mine[0].key, mine[0].value,
+                              store.get)
+    assert first.state is not None and first.state_key is not None and first.outcome is not None
+    store[first.state_key] = first.state
+    held = first.outcome.state
+    real_apply = processor_module.apply
+
+    def half_then_fail(state: Any, *args: Any, **kwargs: Any) -> Any:
+        real_apply(state, *args, **kwargs)  # changes the cached state in place ...
+        raise RuntimeError("boom")  # ... then fails
+
+    monkeypatch.setattr(processor_module, "apply", half_then_fail)
+    failed = processor.process(mine[1].topic, mine[1].partition, mine[1].offset, mine[1].key, mine[1].value,
+                               store.get)
+    assert failed.dead_letter is not None and failed.dead_letter.error_class == "engine_error"
+    assert encode_state(held) == store[first.state_key]  # the earlier outcome's state is as stored
+    monkeypatch.setattr(processor_module, "apply", real_apply)
+    again = processor.process(mine[1].topic, mine[1].partition, mine[1].offset, mine[1].key, mine[1].value,
+                              store.get)
+    plain = ActivityProcessor(registry, clock=lambda: FIXED_NOW)
+    expected = plain.process(mine[1].topic, mine[1].partition, mine[1].offset, mine[1].key, mine[1].value,
+                             {first.state_key: first.state}.get)
+    assert again.outputs == expected.outputs and again.state == expected.state
+
+
+def test_a_stale_cache_entry_is_not_used() -> None:
+    """The store holds other bytes than the cached state's (e.g. another worker wrote them): decode those."""
+    registry = workload.load_registry()
+    cached = ActivityProcessor(registry, clock=lambda: FIXED_NOW, state_cache=100)
+    plain = ActivityProcessor(registry, clock=lambda: FIXED_NOW)
+    records = [r for r in _records() if r.key == _records()[0].key]
+    store: dict[bytes, bytes] = {}
+    for r in records[:2]:
+        processed = cached.process(r.topic, r.partition, r.offset, r.key, r.value, store.get)
+        if processed.state is not None and processed.state_key is not None:
+            store[processed.state_key] = processed.state
+    key = next(iter(store))
+    older = decode_state(store[key])
+    older.recent_event_ids.clear()  # a different, valid stored state
+    older.last_event_time = (older.last_event_time or FIXED_NOW) - timedelta(days=1)
+    store[key] = encode_state(older)
+    r = records[2]
+    assert (cached.process(r.topic, r.partition, r.offset, r.key, r.value, store.get).outputs
+            == plain.process(r.topic, r.partition, r.offset, r.key, r.value, store.get).outputs)
+
+
+def test_apply_leaves_its_input_state_alone() -> None:
+    """`apply` without `in_place` works on `copy_state`, which must share nothing the engine changes."""
+    registry = workload.load_registry()
+    program = registry.get("bench")
+    assert program is not None
+    states: dict[str, Any] = {}
+    for record in workload.generate(800, 40, seed=51, days=200):
+        activity = activity_adapter.validate_json(record.value or b"")
+        before = states.get(activity.customer_id)
+        encoded = None if before is None else orjson.dumps(state_to_dict(before))
+        outcome = apply(before, activity, program)
+        if before is not None:
+            assert orjson.dumps(state_to_dict(before)) == encoded
+            assert copy_state(before) == before == state_from_dict(orjson.loads(encoded or b""))
+        states[activity.customer_id] = outcome.state
