@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import signal
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -42,6 +41,7 @@ from loyalty_stream.readmodel.distribution import parse_edges
 from loyalty_stream.readmodel.keys import Keys
 from loyalty_stream.readmodel.reader import ReadModel
 from loyalty_stream.settings import Settings
+from loyalty_stream.signals import run_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -463,14 +463,4 @@ async def serve(settings: Settings | None = None, api: ApiSettings | None = None
 
 def run_api(settings: Settings | None = None, api: ApiSettings | None = None) -> int:
     """`loyalty-stream api`: the API in the foreground until SIGINT/SIGTERM."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await serve(settings, api, stop=stop)
-
-    asyncio.run(main())
-    return 0
+    return run_until_signal(lambda stop: serve(settings, api, stop=stop))

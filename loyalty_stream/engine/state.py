@@ -351,28 +351,21 @@ def _parse(text: str) -> datetime:
 
 def _lots_from(rows: list[list[Any]]) -> list[Lot]:
     times: dict[str, datetime] = {}
-    parse = _parse
+
+    def when(text: str) -> datetime:
+        moment = times.get(text)
+        if moment is None:
+            moment = times[text] = _parse(text)
+        return moment
+
     lots: list[Lot] = []
     append = lots.append
     for row in rows:
-        text = row[4]
-        earned_at = times.get(text)
-        if earned_at is None:
-            earned_at = times[text] = parse(text)
+        earned_at = when(row[4])
         text = row[5]
-        if text is None:
-            available_at = None
-        else:
-            available_at = times.get(text)
-            if available_at is None:
-                available_at = times[text] = parse(text)
+        available_at = None if text is None else when(text)
         text = row[6]
-        if text is None:
-            expires_at = None
-        else:
-            expires_at = times.get(text)
-            if expires_at is None:
-                expires_at = times[text] = parse(text)
+        expires_at = None if text is None else when(text)
         reminded = tuple(row[14]) if row[14] else ()
         cap_keys = tuple(row[15]) if row[15] else ()
         shortfall = ZERO if len(row) <= 16 or row[16] == "0" else Decimal(row[16])

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
@@ -44,6 +43,7 @@ from loyalty_stream.readmodel.state import (
     apply_tier_change,
 )
 from loyalty_stream.settings import Settings
+from loyalty_stream.signals import run_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -454,17 +454,7 @@ async def project(settings: Settings | None = None, *, redis: Redis | None = Non
 def run_projection(settings: Settings | None = None, *, rebuild: bool = False,
                    config: ReadModelSettings | None = None) -> int:
     """`loyalty-stream readmodel [--rebuild]`: the projection in the foreground until SIGINT/SIGTERM."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await project(settings, rebuild=rebuild, config=config, stop=stop)
-
-    asyncio.run(main())
-    return 0
+    return run_until_signal(lambda stop: project(settings, rebuild=rebuild, config=config, stop=stop))
 
 
 def run_rebuild(settings: Settings | None = None, *, config: ReadModelSettings | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,15 @@ def default_program() -> Program:
 @pytest.fixture(scope="session")
 def default_registry(default_program: Program) -> ProgramRegistry:
     return ProgramRegistry([default_program])
+
+
+@pytest.fixture(scope="module")
+def verify_running_balances() -> Iterator[None]:
+    """Every ledger entry's running balances are checked against the lots' sums while a module runs."""
+    from loyalty_stream.engine import effects
+
+    effects.CHECK_BALANCES = True
+    try:
+        yield
+    finally:
+        effects.CHECK_BALANCES = False

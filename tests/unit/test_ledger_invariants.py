@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from itertools import product
@@ -13,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loyalty_stream.engine import effects
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.state import ZERO, CustomerState, state_from_dict, state_to_dict
 from loyalty_stream.events.outputs import Bucket, LedgerEntry, LedgerKind, RedemptionStatus
@@ -25,14 +23,7 @@ from .test_redeem import earn_rules, make_program
 START = datetime.fromisoformat("2024-01-01T09:00:00+00:00")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _verify_running_balances() -> Iterator[None]:
-    """Every ledger entry's running balances are checked against the lots' sums while these tests run."""
-    effects.CHECK_BALANCES = True
-    try:
-        yield
-    finally:
-        effects.CHECK_BALANCES = False
+pytestmark = pytest.mark.usefixtures("verify_running_balances")
 
 
 def _program(shortfall: str, redeemed: str, delayed: bool, decimals: int) -> Program:

@@ -4,7 +4,6 @@ the outputs: same ledger (ids, amounts, kinds, occurred_at, seq, balances), noti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loyalty_stream.engine import effects, lifecycle
+from loyalty_stream.engine import lifecycle
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.effects import Outcome
 from loyalty_stream.engine.state import CustomerState, state_from_dict, state_to_dict
@@ -28,14 +27,7 @@ from .conftest import activity, program_from
 ZONES = ["Europe/London", "America/New_York", "UTC"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _verify_running_balances() -> Iterator[None]:
-    """Every ledger entry's running balances are checked against the lots' sums while these tests run."""
-    effects.CHECK_BALANCES = True
-    try:
-        yield
-    finally:
-        effects.CHECK_BALANCES = False
+pytestmark = pytest.mark.usefixtures("verify_running_balances")
 STARTS = [datetime.fromisoformat("2024-10-20T10:00:00+00:00"),  # London and New York fall back
           datetime.fromisoformat("2024-02-25T22:30:00+00:00")]  # leap day, then spring forward
 
