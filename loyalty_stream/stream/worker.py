@@ -63,6 +63,7 @@ from loyalty_stream.stream.catalogue import Catalogue, load_catalogue
 from loyalty_stream.stream.due_recorder import DueRecorder
 from loyalty_stream.stream.faust_settings import faust_config
 from loyalty_stream.stream.processor import TOPIC_ACTIVITIES, ActivityProcessor, Processed, decode_state
+from loyalty_stream.stream.program_feed import ProgramFeed
 from loyalty_stream.stream.transport import LoyaltyApp
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,11 @@ class LoyaltyWorker:
         self._delivering = False
         self._accepting = True
         app.task(self._deliver)
+        self.program_feed: ProgramFeed | None = None
+        if "program" in self.catalogue:
+            self.program_feed = ProgramFeed(
+                settings.kafka_bootstrap, self.catalogue["program"].physical_name(prefix), registry)
+            app.task(self._follow_programs)
 
         self.redis = redis
         self.due: DueRecorder | None = None
@@ -394,6 +400,11 @@ class LoyaltyWorker:
     async def _run_scheduler(self) -> None:
         if self.scheduler is not None:
             await self.scheduler.run(self.clock, self._scheduler_interval)
+
+    async def _follow_programs(self) -> None:
+        """New program versions from the program topic join the registry the processor reads."""
+        if self.program_feed is not None:
+            await self.program_feed.run()
 
     async def _rebuild_due_index(self) -> None:
         """Once the table is recovered, recreate the due index of the customers this worker holds."""
