@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -51,6 +52,21 @@ from loyalty_stream.stream.transport import probe_end_offsets
 
 Figures = dict[str, Any]
 PARTITIONS = 4
+
+
+@contextlib.contextmanager
+def worker_gc() -> Iterator[None]:
+    """The garbage collector as a worker process runs it (`runtime.tune_gc`), restored afterwards so that the
+    other sections of `make bench` measure under the defaults."""
+    from loyalty_stream.stream.runtime import tune_gc
+
+    thresholds = gc.get_threshold()
+    tune_gc()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def frozen_clock() -> datetime:
@@ -157,6 +173,11 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------------------
 async def baseline(cluster: Cluster, records: Sequence[Record], *, timeout: float = 300.0) -> Figures:
     """consume -> orjson decode -> produce 2 messages, with periodic commits; activities/s."""
+    with worker_gc():
+        return await _baseline(cluster, records, timeout)
+
+
+async def _baseline(cluster: Cluster, records: Sequence[Record], timeout: float) -> Figures:
     settings = cluster.settings()
     await create_catalogue(settings)
     prefix = settings.topic_prefix
@@ -219,7 +240,15 @@ class EndToEnd:
 
 async def end_to_end(cluster: Cluster, records: Sequence[Record], registry: ProgramRegistry, *,
                      timeout: float = 600.0, data_dir: Any = None, keep_states: bool = False) -> EndToEnd:
-    """Pre-produce `records`, start the worker, time from the first record processed to the last output."""
+    """Pre-produce `records`, start the worker, time from the first record processed to the last output.
+
+    The garbage collector is set up as `loyalty-stream worker` sets it up (`runtime.tune_gc`)."""
+    with worker_gc():
+        return await _end_to_end(cluster, records, registry, timeout, data_dir, keep_states)
+
+
+async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: ProgramRegistry, timeout: float,
+                      data_dir: Any, keep_states: bool) -> EndToEnd:
     from loyalty_stream.stream.runtime import running_worker
 
     settings = cluster.settings(data_dir=data_dir)
@@ -330,11 +359,12 @@ async def _serve_worker(settings_json: str) -> None:
     """Child process of :func:`latency`: run the worker, say "ready", stop when stdin closes."""
     import logging
 
-    from loyalty_stream.stream.runtime import running_worker
+    from loyalty_stream.stream.runtime import running_worker, tune_gc
 
     logging.basicConfig(level=logging.ERROR)  # Faust warns about timers overlapping whenever it is busy
     settings = Settings.model_validate_json(settings_json)
     redis = Redis.from_url(settings.redis_url)
+    tune_gc()
     try:
         async with running_worker(settings, workload.load_registry(), redis=redis, clock=frozen_clock):
             print("ready", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +19,20 @@ from loyalty_stream.stream.faust_settings import for_embedded_broker
 from loyalty_stream.stream.worker import LoyaltyWorker
 
 log = logging.getLogger(__name__)
+
+#: CPython's cyclic GC for a worker process (`tune_gc`). With the defaults (700, 10, 10) a worker at full
+#: speed ran a young collection every few activities and a full one every few seconds, and a full collection
+#: walks every long-lived object: about a fifth of the worker's time on the 100k benchmark. The engine's
+#: garbage is acyclic and freed by reference counting, so collecting rarely costs memory only for cycles.
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+def tune_gc() -> None:
+    """Collect once, move everything alive now (modules, programs, the app) out of the collector's way, and
+    collect young objects far less often. For processes that run a worker; call it once, after building it."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def connect_redis(settings: Settings) -> Redis | None:
@@ -54,7 +69,9 @@ def _faust_worker(worker: LoyaltyWorker, loglevel: str) -> Any:
 def run_worker_forever(settings: Settings, registry: ProgramRegistry, *, loglevel: str = "info") -> int:
     """`loyalty-stream worker`: the worker against the configured cluster until SIGINT/SIGTERM."""
     worker = LoyaltyWorker(settings, registry, redis=connect_redis(settings))
-    _faust_worker(worker, loglevel).execute_from_commandline()
+    faust_worker = _faust_worker(worker, loglevel)
+    tune_gc()
+    faust_worker.execute_from_commandline()
     return 0
 
 
@@ -95,7 +112,9 @@ Try it, in another terminal:
 
 Ctrl-C stops the worker, the broker and Redis.
 """, flush=True)
-        _faust_worker(worker, loglevel).execute_from_commandline()
+        faust_worker = _faust_worker(worker, loglevel)
+        tune_gc()
+        faust_worker.execute_from_commandline()
     finally:
         stack.stop()
     return 0
