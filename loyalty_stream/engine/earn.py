@@ -30,8 +30,15 @@ from loyalty_stream.program.rules import AllocateAction, Rule
 
 
 def handle_transaction(fx: Effects, activity: act.TransactionAdd) -> None:
+    """A bill is credited once: the same bill number again under a new event id (a POS retry, a re-export)
+    is rejected, as it would credit twice and take the bill the returns are tied to away from its lots."""
     payload = activity.payload
     state = fx.state
+    known = state.bills.get(payload.bill_number)
+    if known is not None:
+        fx.outcome.rejected = (f"payload.bill_number: bill {payload.bill_number!r} was already credited by event "
+                               f"{known.event_id!r}; a bill is credited once")
+        return
     state.bills[payload.bill_number] = Bill(
         bill_number=payload.bill_number, event_id=activity.event_id, event_time=activity.event_time,
         amount=payload.amount,

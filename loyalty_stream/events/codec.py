@@ -82,6 +82,14 @@ def encode(message: BaseModel) -> bytes:
         return message.__pydantic_serializer__.to_json(message)
 
 
+def right_sized(raw: bytes) -> bytes:
+    """A copy of orjson output that holds only its own bytes, for anything kept for long (stored states, a
+    replay's ledger). orjson (3.12) returns bytes whose allocation is at least 4 KiB and never shrunk: a
+    retained 500-byte message costs 4 KiB and a fresh page (a page fault), which made a 20k-activity replay
+    spend a third of its time in the kernel. The copy costs about 0.2 us."""
+    return bytes(memoryview(raw))
+
+
 def encode_many(messages: Iterable[BaseModel]) -> list[bytes]:
     return [encode(m) for m in messages]
 

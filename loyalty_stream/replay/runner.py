@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import orjson
 
+from loyalty_stream.events.codec import right_sized
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.stream.processor import LEDGER, TOPIC_ACTIVITIES, ActivityProcessor
 
@@ -91,7 +92,7 @@ def replay(
                 states[processed.state_key] = processed.state
             if processed.dead_letter is not None:
                 result.dead_letters += 1
-            ledger.extend(value for topic, value in processed.outputs if topic == LEDGER)
+            ledger.extend(right_sized(value) for topic, value in processed.outputs if topic == LEDGER)
             result.activities += 1
             if index % GC_EVERY == GC_EVERY - 1:
                 gc.collect(1)

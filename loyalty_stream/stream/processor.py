@@ -25,7 +25,7 @@ import orjson
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.effects import Outcome
 from loyalty_stream.engine.state import CustomerState, state_from_dict, state_to_json
-from loyalty_stream.events.codec import DecodeError, decode_activity, encode, text_or_base64
+from loyalty_stream.events.codec import DecodeError, decode_activity, encode, right_sized, text_or_base64
 from loyalty_stream.events.envelope import Envelope, trusted
 from loyalty_stream.events.outputs import DeadLetter, SourceRef
 from loyalty_stream.program.loader import ProgramRegistry
@@ -60,7 +60,8 @@ def state_key(program_id: str, customer_id: str) -> bytes:
 
 
 def encode_state(state: CustomerState, *, keep_rows: bool = False) -> bytes:
-    return state_to_json(state, keep_rows=keep_rows)
+    """The state's bytes as the store keeps them (right-sized: the store holds every customer's)."""
+    return right_sized(state_to_json(state, keep_rows=keep_rows))
 
 
 def decode_state(raw: bytes) -> CustomerState:

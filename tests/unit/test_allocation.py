@@ -373,3 +373,19 @@ def test_delayed_condition_issues_promised_points_due_the_morning_after_the_dela
     assert entry.available_at == datetime.fromisoformat("2024-09-30T00:00:00+05:30")
     assert outcome.state.promised == D(20) and outcome.state.current == D(0)
     assert outcome.state.lifetime_earned == D(20)
+
+
+def test_a_bill_number_is_credited_once_even_under_a_new_event_id() -> None:
+    """A POS retry re-sends the bill with a new event id: rejected, nothing credited, the bill keeps its lots."""
+    prog = program({"code": "PCT", "allocation": {"type": "prorated", "percent": 10}})
+    first = buy(prog, "100")
+    state = first.state
+    again = apply(state, activity("TransactionAdd", "t2", "2024-10-30T11:00:00+00:00", bill_number="B1",
+                                  amount="500"), prog)
+    assert again.rejected is not None and "already credited by event 't1'" in again.rejected
+    assert again.ledger == [] and again.balance_change is None
+    assert again.state.current == Decimal("10.00")
+    assert again.state.bills["B1"].event_id == "t1" and again.state.bills["B1"].amount == Decimal("100")
+    other = apply(again.state, activity("TransactionAdd", "t3", "2024-10-30T12:00:00+00:00", bill_number="B2",
+                                        amount="50"), prog)
+    assert other.rejected is None and other.state.current == Decimal("15.00")

@@ -69,3 +69,22 @@ def test_outputs_encode_decimals_as_strings() -> None:
 def test_dead_letter_keeps_original_bytes() -> None:
     assert text_or_base64(b"hello") == ("hello", "utf-8")
     assert text_or_base64(b"\xff\x00") == ("/wA=", "base64")
+
+
+def test_right_sized_keeps_the_bytes_and_drops_orjsons_spare_capacity() -> None:
+    """Stored states and a replay's ledger are kept for long: each must hold its own size, not orjson's 4 KiB
+    allocation (orjson 3.12 never shrinks its output)."""
+    import tracemalloc
+
+    from loyalty_stream.events.codec import right_sized
+
+    message = {"entry_id": "le-0123456789abcdef0123", "amount": "12.50", "rule": "base earn"}
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [right_sized(orjson.dumps(message)) for _ in range(100)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert all(k == orjson.dumps(message) for k in kept)
+    assert held < 100 * 150  # 72 bytes of JSON + the bytes header each, + the list
