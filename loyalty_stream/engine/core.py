@@ -3,15 +3,20 @@
 No I/O, no wall clock, no globals: time is the activity's event time. Before an activity is applied, every
 transition due by its event time (conversion of promised points, expiry, reminders) is materialised, so an
 idle customer's scheduled events and the next activity's lazy catch-up produce the same ledger entries.
+
+A return, unlock or reversal whose purchase or redemption has not arrived yet waits in the state and runs right
+after it (`engine.parking`): Kafka orders a customer's records only within one topic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from decimal import Decimal
+from typing import Any, cast
 
-from loyalty_stream.engine import adjust, earn, expiry, lifecycle, redeem, retention, returns, tiers
-from loyalty_stream.engine.effects import Effects, Outcome
+from loyalty_stream.engine import adjust, earn, expiry, lifecycle, parking, redeem, retention, returns, tiers
+from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.parking import Outcome
 from loyalty_stream.engine.state import CustomerState, copy_state, new_state
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.envelope import Envelope
@@ -56,18 +61,18 @@ def apply(
     offset_key = f"{source.topic}:{source.partition}" if source is not None else None
     if offset_key is not None and source is not None and state.offsets.get(offset_key, -1) >= source.offset:
         return Outcome(state=state, duplicate=True)
-    if state.seen(activity.event_id):
+    if state.seen(activity.event_id) or (state.parked and parking.holds(state, activity.event_id)):
         if offset_key is not None and source is not None:
             state.offsets[offset_key] = source.offset
         return Outcome(state=state, duplicate=True)
 
     fx = Effects(state, activity, program, source)
+    fx.outcome = Outcome(state=state)
     if lifecycle.may_be_due(fx, activity.event_time):
         lifecycle.materialise(fx, activity.event_time)
-    HANDLERS[type(activity)](fx, activity)
-    if fx.outcome.rejected is None:
-        expiry.roll_expiry(fx, state.lifetime_earned - fx.lifetime_before)  # a no-op unless a rolling event
-        tiers.evaluate(fx)
+    _run(fx, activity, fx.lifetime_before)
+    if state.parked:
+        parking.settle(fx, _run_parked)
     if retention.due(fx):
         retention.prune(fx, activity.event_time)
     state.remember(activity.event_id)
@@ -75,4 +80,19 @@ def apply(
         state.offsets[offset_key] = source.offset
     if state.last_event_time is None or activity.event_time > state.last_event_time:
         state.last_event_time = activity.event_time
-    return fx.finish()
+    return cast(Outcome, fx.finish())
+
+
+def _run(fx: Effects, activity: Envelope, lifetime_before: Decimal) -> None:
+    """The activity's handler, then what follows a valid one: rolling expiry and tier evaluation."""
+    HANDLERS[type(activity)](fx, activity)
+    if fx.outcome.rejected is None:
+        expiry.roll_expiry(fx, fx.state.lifetime_earned - lifetime_before)  # a no-op unless a rolling event
+        tiers.evaluate(fx)
+
+
+def _run_parked(fx: Effects, activity: Envelope) -> None:
+    """A parked activity whose reference just arrived, run as if it arrived now (effects act as it): the
+    transitions due by its event time, then `_run`."""
+    lifecycle.materialise(fx, activity.event_time)
+    _run(fx, activity, fx.state.lifetime_earned)

@@ -27,7 +27,7 @@ from itertools import groupby
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from loyalty_stream.engine import rules
+from loyalty_stream.engine import parking, rules
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import expiry_date, local_date, local_midnight, reminder_due
 from loyalty_stream.engine.facts import facts
@@ -304,10 +304,17 @@ def handle_unlock(fx: Effects, activity: act.PointsUnlock) -> None:
 
     Line-level unlock applies to lots earned per line item; a bill-level lot is unlocked by a whole-bill
     unlock. Unlocking is an operator action, not a delay elapsing, so DelayedAccrual rule sets do not run.
+    A bill this customer has neither a purchase nor lots of waits for its purchase (`engine.parking`): it may
+    still be on its way on another topic.
     """
+    bill_number = activity.payload.bill_number
+    state = fx.state
+    if bill_number not in state.bills and not any(lot.bill_number == bill_number for lot in state.lots):
+        parking.park(fx)
+        return
     wanted = set(activity.payload.item_ids)
-    for lot in fx.state.lots:
-        if lot.promised and lot.bill_number == activity.payload.bill_number and lot.remaining > ZERO and (
+    for lot in state.lots:
+        if lot.promised and lot.bill_number == bill_number and lot.remaining > ZERO and (
             not wanted or lot.line_item_id in wanted
         ):
             convert(fx, lot, fx.at, scheduled=False, reason="unlocked")

@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from loyalty_stream.engine import expiry, periods, retention, rules
+from loyalty_stream.engine import expiry, parking, periods, retention, rules
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.rounding import normalize
@@ -308,13 +308,13 @@ def _answer(fx: Effects, activity: act.PointsRedemption, redemption_id: str, sta
 # Giving redeemed points back ---------------------------------------------------------------------------
 
 def handle_reversal(fx: Effects, activity: act.RedemptionReversal) -> None:
-    """Reverse a redemption by id. Unknown ids and a bill that contradicts the redemption's are invalid input
-    (dead-lettered with the reason); a redemption already given back is left alone (idempotent)."""
+    """Reverse a redemption by id. An unknown id waits for its redemption, which may still be on its way on
+    another topic (`engine.parking`); a bill that contradicts the redemption's is invalid input (dead-lettered
+    with the reason); a redemption already given back is left alone (idempotent)."""
     payload = activity.payload
     redemption = fx.state.redemptions.get(payload.redemption_id)
     if redemption is None:
-        fx.outcome.rejected = (f"unknown redemption id {payload.redemption_id!r}: nothing to reverse"
-                               f"{retention.unknown_redemption_note(fx.program)}")
+        parking.park(fx)
         return
     if (payload.bill_number is not None and redemption.bill_number is not None
             and payload.bill_number != redemption.bill_number):

@@ -6,6 +6,10 @@ points is kept while a kept bill earned it or a kept redemption consumed it. Win
 customer's newest event time (`newest`), the same instant for the check and for the dropping, so a return or
 reversal past its window is rejected whether or not its bill or redemption has been dropped yet.
 
+What was dropped is not recorded (that record would grow without bound): a return or reversal of something
+dropped looks like one whose purchase or redemption has not arrived yet: it waits (`engine.parking`) and is given
+up by parking's rules, at the latest once the customer's activity is past the same window.
+
 Dropping runs at most once per local day of the customer's newest event (the first activity that moves it to
 a new day), and only removes what no later activity can read: balances, due transitions and outputs are the
 same as if everything had been kept, except that a late return or reversal is refused.
@@ -20,7 +24,6 @@ from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import local_date
 from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.state import ZERO, Bill, CustomerState, Redemption, StoredRows
-from loyalty_stream.program.model import Program
 
 
 def newest(state: CustomerState, at: datetime) -> datetime:
@@ -42,12 +45,6 @@ def return_rejection(fx: Effects, bill: Bill) -> str | None:
             f"latest activity: past the return window, its points are no longer returned")
 
 
-def unknown_bill_note(program: Program) -> str:
-    """What to add to an unknown-bill rejection when bills are dropped after the return window."""
-    days = program.retention.return_window_days
-    return "" if days is None else f" within the {days}-day return window"
-
-
 def reversal_rejection(fx: Effects, redemption: Redemption) -> str | None:
     """Why reversing `redemption` is refused now (past the reversal window), or None."""
     days = fx.program.retention.reversal_window_days
@@ -55,11 +52,6 @@ def reversal_rejection(fx: Effects, redemption: Redemption) -> str | None:
         return None
     return (f"redemption {redemption.redemption_id!r} was made more than {days} days before the customer's latest "
             f"activity: past the reversal window, it can no longer be reversed")
-
-
-def unknown_redemption_note(program: Program) -> str:
-    days = program.retention.reversal_window_days
-    return "" if days is None else f" within the {days}-day reversal window"
 
 
 # Dropping -------------------------------------------------------------------------------------------------
@@ -75,14 +67,15 @@ def due(fx: Effects) -> bool:
     return local_date(at, known.zone) != local_date(last, known.zone)
 
 
-def _time_of(row_or_item: Any, index: int, attribute: str) -> datetime:
+def time_of(row_or_item: Any, index: int, attribute: str) -> datetime:
+    """The time at `index` of a stored row, or `attribute` of a decoded bill or redemption."""
     if type(row_or_item) is list:
         return datetime.fromisoformat(row_or_item[index])
     value: datetime = getattr(row_or_item, attribute)
     return value
 
 
-def _raw(items: Any) -> dict[str, Any]:
+def raw(items: Any) -> dict[str, Any]:
     """Entries as stored rows or decoded objects, without decoding anything."""
     if isinstance(items, StoredRows):
         return items.peek_all()
@@ -95,12 +88,12 @@ def prune(fx: Effects, now: datetime) -> None:
     event time (see the module)."""
     state = fx.state
     known = facts(fx.program)
-    bills = _raw(state.bills)
+    bills = raw(state.bills)
     kept_bills: dict[str, str] = {}  # bill number -> the purchase's event id
     if known.return_window is not None:
         horizon = now - known.return_window
         for number, bill in list(bills.items()):
-            if _time_of(bill, 1, "event_time") <= horizon:
+            if time_of(bill, 1, "event_time") <= horizon:
                 del state.bills[number]
             else:
                 kept_bills[number] = bill[0] if type(bill) is list else bill.event_id
@@ -112,7 +105,7 @@ def prune(fx: Effects, now: datetime) -> None:
         and kept_bills.get(lot.bill_number) == lot.source_event_id
     }
     needed = set(bill_lots)
-    redemptions = _raw(state.redemptions)
+    redemptions = raw(state.redemptions)
     keep = known.redemption_keep
     horizon_r = None if keep is None else now - keep
     for rid, item in list(redemptions.items()):
@@ -121,7 +114,7 @@ def prune(fx: Effects, now: datetime) -> None:
         else:
             bill_number, consumed = item.bill_number, [c.lot_id for c in item.consumed]
         if (
-            horizon_r is not None and _time_of(item, 1, "at") <= horizon_r
+            horizon_r is not None and time_of(item, 1, "at") <= horizon_r
             and bill_number not in kept_bills and not any(lot_id in bill_lots for lot_id in consumed)
         ):
             del state.redemptions[rid]

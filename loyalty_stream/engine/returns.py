@@ -19,6 +19,9 @@ them: points pay for the goods that are kept first): reversed into their lots wi
 reissued with a new one, per `return_policy.redeemed_points`. That happens before the claw-back, so a bill
 paid with its own points gives them back before they are claimed.
 
+A return of a bill this customer has no purchase of waits for it (`engine.parking`): Kafka orders records only
+within a topic, so the purchase may still be on its way.
+
 Lifetime points and lifetime purchases go down by what is claimed and returned, and cap usage is released;
 tiers are not downgraded here (tier evaluation only upgrades; a downgrade is a tier-renewal decision).
 """
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import cast
 
-from loyalty_stream.engine import redeem, retention
+from loyalty_stream.engine import parking, redeem, retention
 from loyalty_stream.engine.caps import release_caps
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.rounding import normalize
@@ -147,14 +150,16 @@ def handle_return(fx: Effects, activity: act.TransactionReturn) -> None:
     payload, state = activity.payload, fx.state
     bill = state.bills.get(payload.bill_number)
     if bill is None:
-        # A bill known only from the points that paid for it: giving them back reverses those redemptions,
-        # so only the ones still inside the reversal window count (the others may already be dropped).
+        # Its purchase may not have arrived yet (another topic): the return waits for it (`parking`). A bill
+        # known only from the points that paid for it (bought elsewhere) gets them back now, reversing those
+        # redemptions (only the ones still inside the reversal window: the others may already be dropped), and
+        # waits only for the claw-back, should the purchase still come.
         paid = [r for r in _redemptions_on(state, payload.bill_number) if retention.reversal_rejection(fx, r) is None]
         if payload.whole_bill and paid:
             _give_back_redeemed(fx, paid, None, payload.bill_number)
+            parking.park(fx, applied=True)
             return
-        fx.outcome.rejected = (f"unknown bill {payload.bill_number!r}: this customer has no purchase with that "
-                               f"number{retention.unknown_bill_note(fx.program)}")
+        parking.park(fx)
         return
     late = retention.return_rejection(fx, bill)
     if late is not None:

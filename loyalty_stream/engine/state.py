@@ -18,6 +18,10 @@ from typing import Any, TypeVar
 import orjson
 
 from loyalty_stream.engine.times import fixed
+from loyalty_stream.events.activities import activity_adapter
+from loyalty_stream.events.codec import encode
+from loyalty_stream.events.envelope import Envelope
+from loyalty_stream.events.outputs import SourceRef
 
 ZERO = Decimal(0)
 
@@ -98,6 +102,18 @@ class Redemption:
     reversed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """An activity waiting for the purchase or redemption it refers to (see `engine.parking`): the activity
+    itself and where it was read, so it can run later as if it had just arrived, or be dead-lettered."""
+
+    activity: Envelope
+    source: SourceRef | None
+    applied: bool = False
+    """Already applied as far as it could be without its reference (a whole-bill return gave back the points
+    that paid for a bill never seen): it waits only for the rest, and giving it up is silent."""
+
+
 @dataclass(slots=True)
 class CustomerState:
     customer_id: str
@@ -125,6 +141,8 @@ class CustomerState:
     offsets: dict[str, int] = field(default_factory=dict)
     """Highest processed offset per 'topic:partition': at-least-once redelivery is dropped by offset."""
     last_event_time: datetime | None = None
+    parked: list[Parked] = field(default_factory=list)
+    """Activities waiting for what they refer to, in arrival order (bounded: `engine.parking`)."""
 
     # Derived balances -------------------------------------------------------------------------------
     @property
@@ -176,7 +194,7 @@ def copy_state(state: CustomerState) -> CustomerState:
                           _bill_from)
                if isinstance(bills, StoredRows) else {k: _copy_bill(v) for k, v in bills.items()}),
         recent_event_ids=dict(state.recent_event_ids), offsets=dict(state.offsets),
-        last_event_time=state.last_event_time,
+        last_event_time=state.last_event_time, parked=list(state.parked),
     )
 
 
@@ -417,6 +435,19 @@ def _redemption_from(rid: str, row: list[Any]) -> Redemption:
     )
 
 
+def _parked_to(parked: Parked) -> list[Any]:
+    source = parked.source
+    return [orjson.loads(encode(parked.activity)),
+            None if source is None else [source.topic, source.partition, source.offset], parked.applied]
+
+
+def _parked_from(row: list[Any]) -> Parked:
+    message, source, applied = row
+    activity: Envelope = activity_adapter.validate_python(message)
+    where = None if source is None else SourceRef(topic=source[0], partition=source[1], offset=source[2])
+    return Parked(activity, where, applied)
+
+
 def _rows(items: MutableMapping[str, V], encode: Callable[[V], Any]) -> dict[str, Any]:
     if isinstance(items, StoredRows):
         return items.rows(encode)
@@ -424,8 +455,9 @@ def _rows(items: MutableMapping[str, V], encode: Callable[[V], Any]) -> dict[str
 
 
 def state_to_dict(state: CustomerState, lots: list[Any] | None = None) -> dict[str, Any]:
-    """The stored form of a customer (plain JSON data); `lots` replaces the lots' rows (`state_to_json`)."""
-    return {
+    """The stored form of a customer (plain JSON data); `lots` replaces the lots' rows (`state_to_json`).
+    Parked activities are stored (as their canonical JSON and source) only when there are any."""
+    data: dict[str, Any] = {
         "v": 1,
         "customer_id": state.customer_id,
         "program_id": state.program_id,
@@ -450,6 +482,9 @@ def state_to_dict(state: CustomerState, lots: list[Any] | None = None) -> dict[s
         "offsets": state.offsets,
         "last_event_time": _t(state.last_event_time),
     }
+    if state.parked:
+        data["parked"] = [_parked_to(p) for p in state.parked]
+    return data
 
 
 def state_from_dict(data: dict[str, Any]) -> CustomerState:
@@ -458,6 +493,7 @@ def state_from_dict(data: dict[str, Any]) -> CustomerState:
     membership_end = data["membership_end"]
     custom_fields = data["custom_fields"]
     extended_fields = data["extended_fields"]
+    parked = data.get("parked")
     return CustomerState(
         customer_id=data["customer_id"],
         program_id=data["program_id"],
@@ -481,6 +517,7 @@ def state_from_dict(data: dict[str, Any]) -> CustomerState:
         recent_event_ids=dict.fromkeys(data["recent_event_ids"]),
         offsets=dict(data["offsets"]),
         last_event_time=_pt(data["last_event_time"]),
+        parked=[_parked_from(row) for row in parked] if parked else [],
     )
 
 

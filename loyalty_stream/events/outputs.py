@@ -176,8 +176,13 @@ class DeadLetter(Contract):
     dead_letter_id: str = Field(description="topic:partition:offset of the rejected message.")
     reason: str = Field(description="Readable reason, naming the bad field where there is one.")
     error_class: Literal[
-        "not_json", "unknown_type", "schema_violation", "unknown_program", "wrong_topic", "engine_error"
-    ]
+        "not_json", "unknown_type", "schema_violation", "unknown_program", "wrong_topic", "engine_error",
+        "rejected_by_program", "unresolved_reference",
+    ] = Field(description="not_json, unknown_type, schema_violation: the bytes are not a valid activity; "
+              "unknown_program, wrong_topic: it names a program or topic that does not take it; "
+              "rejected_by_program: valid, but the program refuses it (an unknown event name, a deduction beyond "
+              "the balance, a return past its window); unresolved_reference: a return, unlock or reversal whose "
+              "purchase or redemption never arrived (it waited for it, see the README); engine_error: a bug.")
     topic: str
     partition: int
     offset: int

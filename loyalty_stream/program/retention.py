@@ -16,6 +16,13 @@ Redemptions are kept longer than their reversal window while the program still r
 
 Absent windows keep everything forever, which is what a program without a `retention` section does (the state
 of a long-lived customer then grows without bound).
+
+`parking_window_hours` is about order, not history: Kafka orders a customer's records only within one topic, so
+a return, unlock or reversal can arrive before the purchase or redemption it refers to. Such an activity waits
+in the customer's state ("parked", see `engine.parking`) until its reference arrives, and is given up
+(dead-lettered as an unresolved reference) once the customer's purchases (redemptions) have moved more than
+this many hours of event time past it: within their own topic they arrive in order, so the one awaited is then
+not coming. 0 turns parking off (an unknown reference is dead-lettered at once).
 """
 
 from __future__ import annotations
@@ -43,6 +50,12 @@ class Retention(ProgramPart):
         default=None, ge=1, le=36600,
         description="Days after a redemption that it can be reversed; it is kept that long (longer while "
         "redemption limits or rule conditions still count it). Absent: forever.",
+    )
+    parking_window_hours: int = Field(
+        default=24, ge=0, le=8784,
+        description="How long (event time) a return, unlock or reversal that arrives before its purchase or "
+        "redemption waits for it: it is given up (dead-lettered) once the customer's purchases (redemptions) "
+        "are this many hours past it. 0: never wait.",
     )
 
 

@@ -23,7 +23,7 @@ from typing import Any, cast
 import orjson
 
 from loyalty_stream.engine.core import apply
-from loyalty_stream.engine.effects import Outcome
+from loyalty_stream.engine.parking import GivenUp, Outcome
 from loyalty_stream.engine.state import CustomerState, state_from_dict, state_to_json
 from loyalty_stream.events.codec import DecodeError, decode_activity, encode, right_sized, text_or_base64
 from loyalty_stream.events.envelope import Envelope, trusted
@@ -79,6 +79,9 @@ class Processed:
     activity: Envelope | None = None
     outcome: Outcome | None = None
     dead_letter: DeadLetter | None = None
+    """This record's dead letter, if it has one."""
+    given_up: list[DeadLetter] = field(default_factory=list)
+    """Dead letters of earlier records, parked by the engine and given up now (also in `outputs`)."""
 
 
 def _wall_clock() -> datetime:
@@ -173,10 +176,29 @@ class ActivityProcessor:
         outputs.extend((TIER_CHANGES, encode(t)) for t in outcome.tier_changes)
         outputs.extend((COUPONS, encode(c)) for c in outcome.coupons)
         if outcome.rejected is not None:
-            dead = self._dead(real_topic, partition, offset, key, value, "schema_violation", outcome.rejected)
+            dead = self._dead(real_topic, partition, offset, key, value, "rejected_by_program", outcome.rejected)
             outputs.extend(dead.outputs)
             processed.dead_letter = dead.dead_letter
+        for given in outcome.given_up:
+            if given.activity.event_id == activity.event_id:  # this record: given up as soon as it came
+                dead = self._dead(real_topic, partition, offset, key, value, given.error_class, given.reason)
+                processed.dead_letter = dead.dead_letter
+            else:
+                dead = self._dead_parked(given)
+                if dead.dead_letter is not None:
+                    processed.given_up.append(dead.dead_letter)
+            outputs.extend(dead.outputs)
         return processed
+
+    def _dead_parked(self, given: GivenUp) -> Processed:
+        """The dead letter of a record the engine parked earlier: its source, and the activity it carried (as
+        canonical JSON; the original bytes are not kept)."""
+        activity, source = given.activity, given.source
+        if source is None:  # parked by a caller that gave no source: name the topic it belongs on
+            where = (TOPIC_OF_ACTIVITY[type(activity).__name__], -1, -1)
+        else:
+            where = (source.topic, source.partition, source.offset)
+        return self._dead(*where, activity.customer_id.encode(), encode(activity), given.error_class, given.reason)
 
     def _dead(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
               error_class: str, reason: str) -> Processed:

@@ -260,11 +260,11 @@ def test_reversal_after_a_charged_shortfall_pays_the_debt() -> None:
 
 # Bad input, tiers ------------------------------------------------------------------------------------
 
-def test_unknown_bill_or_item_is_dead_lettered_and_changes_nothing() -> None:
+def test_an_unknown_item_is_dead_lettered_and_an_unknown_bill_waits_both_changing_nothing() -> None:
     c = Customer(make_program())
     c.buy("B1", "200", "2024-03-01T10:00:00+00:00", line_items=ITEMS)
     bill = c.do("TransactionReturn", "2024-03-02T10:00:00+00:00", bill_number="NOPE", whole_bill=True)
-    assert bill.rejected is not None and "NOPE" in bill.rejected
+    assert bill.rejected is None and bill.ledger == [] and "'NOPE'" in bill.parked[0]  # see test_parking
     item = c.do("TransactionReturn", "2024-03-02T10:00:00+00:00", bill_number="B1",
                 line_items=[{"item_id": "I1"}, {"item_id": "I9"}])
     assert item.rejected is not None and "I9" in item.rejected

@@ -61,11 +61,16 @@ def test_the_same_reversal_event_redelivered_is_a_duplicate() -> None:
     assert again.duplicate and again.ledger == []
 
 
-def test_unknown_redemption_id_is_dead_lettered_with_the_reason() -> None:
+def test_an_unknown_redemption_id_waits_for_it_and_is_given_up_with_the_reason() -> None:
+    """The redemption may still be on its way on its own topic (see test_parking)."""
     c = spent_customer()
     outcome = c.do("RedemptionReversal", "2024-03-05T10:00:00+00:00", redemption_id="nope")
-    assert outcome.rejected is not None and "nope" in outcome.rejected
+    assert outcome.rejected is None and "'nope'" in outcome.parked[0]
     assert outcome.ledger == [] and c.state.current == D("40")
+    later = c.redeem("10", "2024-03-07T10:00:00+00:00", redemption_id="R-2")  # redemptions moved 2 days on
+    [given_up] = later.given_up
+    assert given_up.error_class == "unresolved_reference" and "'nope'" in given_up.reason
+    assert c.state.parked == [] and c.state.current == D("30")
 
 
 def test_bill_reference_must_match_when_both_sides_have_one() -> None:

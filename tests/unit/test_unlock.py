@@ -86,10 +86,10 @@ def test_line_item_unlock_converts_only_the_named_lines() -> None:
     assert [e.lot_id for e in due.ledger] == ["lot-B1-i2", "lot-B2-i1"]
 
 
-def test_unlocking_nothing_is_a_quiet_no_op() -> None:
+def test_unlocking_nothing_is_a_quiet_no_op_and_an_unknown_bill_waits_for_its_purchase() -> None:
     prog = program()
     unknown = unlock(line_state(), prog, "u1", "2024-05-03T15:00:00Z", "NOPE")
-    assert (unknown.ledger, unknown.rejected) == ([], None)
+    assert (unknown.ledger, unknown.rejected) == ([], None) and "'NOPE'" in unknown.parked[0]  # see test_parking
     no_item = unlock(line_state(), prog, "u2", "2024-05-03T15:00:00Z", "B1", ["i9"])
     assert no_item.ledger == []
     after_due = unlock(line_state(), prog, "u3", "2024-05-10T15:00:00Z", "B1")
