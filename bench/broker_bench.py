@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -40,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from bench import workload
+from bench.tuning import worker_gc
 from loyalty_stream.devstack.broker import EmbeddedBroker
 from loyalty_stream.devstack.redis import EmbeddedRedis
 from loyalty_stream.program.loader import ProgramRegistry
@@ -52,21 +52,6 @@ from loyalty_stream.stream.transport import probe_end_offsets
 
 Figures = dict[str, Any]
 PARTITIONS = 4
-
-
-@contextlib.contextmanager
-def worker_gc() -> Iterator[None]:
-    """The garbage collector as a worker process runs it (`runtime.tune_gc`), restored afterwards so that the
-    other sections of `make bench` measure under the defaults."""
-    from loyalty_stream.stream.runtime import tune_gc
-
-    thresholds = gc.get_threshold()
-    tune_gc()
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def frozen_clock() -> datetime:

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from bench import workload
+from bench.tuning import worker_gc
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.state import CustomerState
 from loyalty_stream.events.activities import activity_adapter
@@ -54,9 +55,7 @@ def engine(records: Sequence[Record], registry: ProgramRegistry) -> Figures:
     programs = {pid: registry.get(pid) for pid in registry.ids()}
     states: dict[tuple[str, str], CustomerState] = {}
     entries = 0
-    gc.collect()
-    gc.freeze()  # the pre-decoded input is not part of the work: keep it out of the collector's way
-    try:
+    with worker_gc():  # as in a worker; it also freezes the pre-decoded input, which is not part of the work
         started, cpu = time.perf_counter(), time.process_time()
         for activity, source in decoded:
             key = (activity.program_id, activity.customer_id)
@@ -66,8 +65,6 @@ def engine(records: Sequence[Record], registry: ProgramRegistry) -> Figures:
             states[key] = outcome.state
             entries += len(outcome.ledger)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    finally:
-        gc.unfreeze()
     lots = [len(state.lots) for state in states.values()]
     return {
         "activities": len(decoded),
