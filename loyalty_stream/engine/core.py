@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from loyalty_stream.engine import adjust, earn, expiry, lifecycle, parking, redeem, retention, returns, tiers
-from loyalty_stream.engine.effects import Effects
-from loyalty_stream.engine.parking import Outcome
+from loyalty_stream.engine.effects import Effects, Outcome
 from loyalty_stream.engine.state import CustomerState, copy_state, new_state
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.envelope import Envelope
@@ -67,7 +66,6 @@ def apply(
         return Outcome(state=state, duplicate=True)
 
     fx = Effects(state, activity, program, source)
-    fx.outcome = Outcome(state=state)
     if lifecycle.may_be_due(fx, activity.event_time):
         lifecycle.materialise(fx, activity.event_time)
     _run(fx, activity, fx.lifetime_before)
@@ -80,7 +78,7 @@ def apply(
         state.offsets[offset_key] = source.offset
     if state.last_event_time is None or activity.event_time > state.last_event_time:
         state.last_event_time = activity.event_time
-    return cast(Outcome, fx.finish())
+    return fx.finish()
 
 
 def _run(fx: Effects, activity: Envelope, lifetime_before: Decimal) -> None:

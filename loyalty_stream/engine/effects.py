@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.rounding import round_points
@@ -33,6 +33,9 @@ from loyalty_stream.events.outputs import (
     TierChange,
 )
 from loyalty_stream.program.model import Program
+
+if TYPE_CHECKING:
+    from loyalty_stream.engine.parking import GivenUp
 
 CHECK_BALANCES = False
 """Debug switch: verify the running balances against the lots on every ledger entry (tests turn it on)."""
@@ -72,6 +75,10 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
     """Awards a valid activity did not get, with the reason (e.g. a string custom field where a prorated
     condition needs an integer, a cap already exhausted); the activity itself is processed normally."""
+    parked: list[str] = field(default_factory=list)
+    """Why the activity at hand waits for the purchase or redemption it names (it produced nothing else)."""
+    given_up: list[GivenUp] = field(default_factory=list)
+    """Parked activities (the one at hand included) that will not run, with the reason (`engine.parking`)."""
 
 
 class Effects:

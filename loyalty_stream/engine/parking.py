@@ -39,11 +39,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, NamedTuple
 
-from loyalty_stream.engine import effects, retention
+from loyalty_stream.engine import retention
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.state import CustomerState, Parked
 from loyalty_stream.events import activities as act
@@ -67,16 +67,6 @@ class GivenUp:
     error_class: ErrorClass
 
 
-@dataclass(slots=True)
-class Outcome(effects.Outcome):
-    """`effects.Outcome` with what parking did (`core.apply` installs it on every `Effects`)."""
-
-    parked: list[str] = field(default_factory=list)
-    """Why the activity at hand waits (it produced nothing else)."""
-    given_up: list[GivenUp] = field(default_factory=list)
-    """Parked activities (the one at hand included) that will not run, with the reason."""
-
-
 class Reference(NamedTuple):
     bill: bool
     """A bill number (a return or unlock waits for its purchase); else a redemption id (a reversal)."""
@@ -89,12 +79,6 @@ def reference(activity: Envelope) -> Reference:
     if isinstance(activity, act.TransactionReturn | act.PointsUnlock):
         return Reference(True, activity.payload.bill_number)
     raise TypeError(f"{type(activity).__name__} refers to no bill or redemption")
-
-
-def report(fx: Effects) -> Outcome:
-    out = fx.outcome
-    assert isinstance(out, Outcome), "effects are run through core.apply, which installs parking.Outcome"
-    return out
 
 
 def holds(state: CustomerState, event_id: str) -> bool:
@@ -130,7 +114,7 @@ def acting(fx: Effects, activity: Envelope, source: SourceRef | None) -> Iterato
 def park(fx: Effects, *, applied: bool = False) -> None:
     """Keep the activity at hand until what it refers to arrives (or give it up at once: see the module).
     `applied`: it already did what it could without it (see `Parked.applied`)."""
-    state, activity, out = fx.state, fx.activity, report(fx)
+    state, activity, out = fx.state, fx.activity, fx.outcome
     if holds(state, activity.event_id):
         return
     ref = reference(activity)
@@ -172,7 +156,7 @@ def settle(fx: Effects, run: Run) -> None:
     """Run the parked activities the activity at hand resolved, then give up those that can no longer
     resolve (see the module). Called by `core.apply` when anything is parked."""
     state, activity, program = fx.state, fx.activity, fx.program
-    out = report(fx)
+    out = fx.outcome
     if out.rejected is None and isinstance(activity, act.TransactionAdd):
         _resolve(fx, Reference(True, activity.payload.bill_number), run)
     elif isinstance(activity, act.PointsRedemption):
@@ -219,7 +203,7 @@ def _resolve(fx: Effects, ref: Reference, run: Run) -> None:
 
 
 def _resume(fx: Effects, parked: Parked, run: Run) -> None:
-    out = report(fx)
+    out = fx.outcome
     outer_changes = out.tier_changes
     out.tier_changes = []  # tier evaluation walks the list from its start: give it this activity's only
     try:
@@ -245,7 +229,7 @@ def _give_up(fx: Effects, parked: Parked, cause: str) -> None:
     history = _history(program, ref)
     dropped = "" if history is None else (
         f" (or it was dropped after the {history.days}-day {'return' if ref.bill else 'reversal'} window)")
-    report(fx).given_up.append(GivenUp(
+    fx.outcome.given_up.append(GivenUp(
         activity, parked.source,
         f"unresolved reference: {type(activity).__name__} {activity.event_id} refers to {what}, which this "
         f"customer does not have{dropped}; given up: {cause}",

@@ -11,7 +11,7 @@ import orjson
 
 from loyalty_stream.engine import parking
 from loyalty_stream.engine.core import apply
-from loyalty_stream.engine.parking import Outcome
+from loyalty_stream.engine.effects import Outcome
 from loyalty_stream.engine.state import CustomerState, Parked, state_from_dict, state_to_dict, state_to_json
 from loyalty_stream.events.activities import activity_adapter
 from loyalty_stream.events.codec import encode
