@@ -20,9 +20,10 @@ from typing import Any, Literal
 
 import orjson
 
+from loyalty_stream.engine.state import CustomerState
 from loyalty_stream.events.codec import right_sized
 from loyalty_stream.program.loader import ProgramRegistry
-from loyalty_stream.stream.processor import LEDGER, TOPIC_ACTIVITIES, ActivityProcessor
+from loyalty_stream.stream.processor import LEDGER, TOPIC_ACTIVITIES, ActivityProcessor, Processed, encode_state
 
 REPLAY_STATE_CACHE = 4096
 """Decoded customer states the replay keeps: the frequent customers, whose states are the largest."""
@@ -43,13 +44,25 @@ class Record:
 class ReplayResult:
     activities: int = 0
     dead_letters: int = 0
+    """Records dead-lettered, counting parked records given up later (each once)."""
     ledger: list[bytes] = field(default_factory=list)
-    states: dict[bytes, bytes] = field(default_factory=dict)
+    objects: dict[bytes, CustomerState] = field(default_factory=dict)
+    """The final customer states (an object-store replay); `states` encodes them."""
+    encoded: dict[bytes, bytes] = field(default_factory=dict)
+    """The final customer states as stored bytes (a byte-store replay)."""
     seconds: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.activities / self.seconds if self.seconds else 0.0
+
+    @property
+    def states(self) -> dict[bytes, bytes]:
+        """The final customer states as the worker's store holds them (encoded on first use: a replay's job
+        is the ledger, and encoding every customer is work a what-if diff does not need)."""
+        if self.objects and not self.encoded:
+            self.encoded = {key: encode_state(state) for key, state in self.objects.items()}
+        return self.encoded
 
 
 def _event_time(record: Record) -> str:
@@ -72,34 +85,76 @@ def replay(
     order: Literal["processing", "event_time"] = "processing",
     progress: Callable[[int], None] | None = None,
     presorted: bool = False,
+    store: Literal["objects", "bytes"] = "objects",
     state_cache: int = REPLAY_STATE_CACHE,
 ) -> ReplayResult:
     """Re-evaluate `records` from empty state; returns the ledger it produces and the final states.
 
-    `state_cache`: how many decoded customer states the processor keeps between records (see
-    `stream.processor`); the stored states and outputs are the same whatever its size."""
-    processor = ActivityProcessor(registry, state_cache=state_cache)
-    result = ReplayResult()
-    states = result.states
-    ledger = result.ledger
+    `store="objects"` (the default) keeps each customer's state as the engine's object between records,
+    with no encoding or decoding per record: outputs and final states are the same as the worker's byte store
+    gives (the codec round trip is exact; a test compares both). An engine error may leave such a state
+    half-applied, so that customer's state is rebuilt by re-applying its earlier records - replay is
+    deterministic, so this is the state the worker kept. `store="bytes"` runs the worker's exact path (state
+    bytes per record, `state_cache` decoded states kept)."""
     ordered = list(records) if presorted else order_records(records, order)
+    result = ReplayResult()
     started = time.perf_counter()
     with _batch_gc():
-        for index, record in enumerate(ordered):
-            processed = processor.process(record.topic, record.partition, record.offset, record.key,
-                                          record.value, states.get, source_topic=record.real_topic or record.topic)
-            if processed.state is not None and processed.state_key is not None:
-                states[processed.state_key] = processed.state
-            if processed.dead_letter is not None:
-                result.dead_letters += 1
-            ledger.extend(right_sized(value) for topic, value in processed.outputs if topic == LEDGER)
-            result.activities += 1
-            if index % GC_EVERY == GC_EVERY - 1:
-                gc.collect(1)
-            if progress is not None and index % 10_000 == 0:
-                progress(index)
+        if store == "objects":
+            _replay_objects(ordered, ActivityProcessor(registry), result, progress)
+        else:
+            _replay_bytes(ordered, ActivityProcessor(registry, state_cache=state_cache), result, progress)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _process(processor: ActivityProcessor, record: Record, load: Callable[[bytes], Any]) -> Processed:
+    return processor.process(record.topic, record.partition, record.offset, record.key, record.value, load,
+                             source_topic=record.real_topic or record.topic)
+
+
+def _collect(result: ReplayResult, processed: Processed, index: int,
+             progress: Callable[[int], None] | None) -> None:
+    if processed.dead_letter is not None:
+        result.dead_letters += 1
+    result.dead_letters += len(processed.given_up)
+    result.ledger.extend(right_sized(value) for topic, value in processed.outputs if topic == LEDGER)
+    result.activities += 1
+    if index % GC_EVERY == GC_EVERY - 1:
+        gc.collect(1)
+    if progress is not None and index % 10_000 == 0:
+        progress(index)
+
+
+def _replay_bytes(ordered: list[Record], processor: ActivityProcessor, result: ReplayResult,
+                  progress: Callable[[int], None] | None) -> None:
+    states = result.encoded
+    for index, record in enumerate(ordered):
+        processed = _process(processor, record, states.get)
+        if processed.state is not None and processed.state_key is not None:
+            states[processed.state_key] = processed.state
+        _collect(result, processed, index, progress)
+
+
+def _replay_objects(ordered: list[Record], processor: ActivityProcessor, result: ReplayResult,
+                    progress: Callable[[int], None] | None) -> None:
+    states = result.objects
+    applied: dict[bytes, list[int]] = {}
+    """Per customer, the records its state has taken (engine errors excluded): enough to rebuild it."""
+    for index, record in enumerate(ordered):
+        processed = _process(processor, record, states.get)
+        skey = processed.state_key
+        if skey is not None:
+            if processed.outcome is not None:
+                states[skey] = processed.outcome.state
+                applied.setdefault(skey, []).append(index)
+            else:  # an engine error: the object may be half-applied
+                states.pop(skey, None)
+                for earlier in applied.get(skey, ()):
+                    rebuilt = _process(processor, ordered[earlier], states.get)
+                    if rebuilt.outcome is not None:
+                        states[skey] = rebuilt.outcome.state
+        _collect(result, processed, index, progress)
 
 
 GC_EVERY = 50_000

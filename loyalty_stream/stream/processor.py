@@ -30,6 +30,7 @@ from loyalty_stream.events.codec import DecodeError, decode_activity, encode, ri
 from loyalty_stream.events.envelope import Envelope, trusted
 from loyalty_stream.events.outputs import DeadLetter, SourceRef
 from loyalty_stream.program.loader import ProgramRegistry
+from loyalty_stream.program.model import Program
 
 # Logical output topic names (the catalogue maps them to real, prefixed names).
 LEDGER = "ledger"
@@ -116,11 +117,16 @@ class ActivityProcessor:
         offset: int,
         key: bytes | None,
         value: bytes | None,
-        load_state: Callable[[bytes], bytes | None],
+        load_state: Callable[[bytes], bytes | CustomerState | None],
         *,
         source_topic: str | None = None,
     ) -> Processed:
-        """`topic` is the logical input topic; `source_topic` the real (prefixed) name written on outputs."""
+        """`topic` is the logical input topic; `source_topic` the real (prefixed) name written on outputs.
+
+        `load_state` gives the stored bytes, or, from an object store (the offline replay), the state object
+        itself: that one is changed in place and never encoded (`Processed.state` stays None; the new state is
+        `outcome.state`). After an engine error such a state may be half-applied: the dead letter then names
+        its `state_key`, and the store must rebuild it (the replay re-applies the customer's earlier records)."""
         real_topic = source_topic or topic
         try:
             activity = decode_activity(value)
@@ -141,6 +147,9 @@ class ActivityProcessor:
         skey = state_key(activity.program_id, activity.customer_id)
         stored = load_state(skey)
         source = trusted(SourceRef, {"topic": real_topic, "partition": partition, "offset": offset})
+        if isinstance(stored, CustomerState):
+            return self._process_object(stored, activity, program, source, skey, (real_topic, partition, offset,
+                                                                                     key, value))
         cache = self._states if self.state_cache > 0 else None
         cached = None
         if cache is not None and stored is not None:
@@ -167,6 +176,29 @@ class ActivityProcessor:
             cache.move_to_end(skey)
             if len(cache) > self.state_cache:
                 cache.popitem(last=False)  # the least recently used
+        self._outputs(processed, real_topic, partition, offset, key, value)
+        return processed
+
+    def _process_object(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef,
+                        skey: bytes, record: tuple[str, int, int, bytes | None, bytes | None]) -> Processed:
+        """`process` on a state object from an object store: applied in place, not encoded."""
+        try:
+            offsets_before = dict(state.offsets)
+            outcome = apply(state, activity, program, source, in_place=True)
+        except Exception as exc:
+            dead = self._dead(*record, "engine_error", f"{type(exc).__name__}: {exc}")
+            dead.state_key = skey  # the object may be half-applied: the store rebuilds it
+            return dead
+        processed = Processed(customer_id=activity.customer_id, state_key=skey, activity=activity, outcome=outcome)
+        if not (outcome.duplicate and outcome.state.offsets == offsets_before):
+            self._outputs(processed, *record)
+        return processed
+
+    def _outputs(self, processed: Processed, real_topic: str, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None) -> None:
+        """Encode what the engine produced for one record, and its dead letters, into `processed.outputs`."""
+        outcome, activity = processed.outcome, processed.activity
+        assert outcome is not None and activity is not None
         outputs = processed.outputs
         outputs.extend((LEDGER, encode(entry)) for entry in outcome.ledger)
         if outcome.balance_change is not None:
@@ -189,7 +221,6 @@ class ActivityProcessor:
                 if dead.dead_letter is not None:
                     processed.given_up.append(dead.dead_letter)
             outputs.extend(dead.outputs)
-        return processed
 
     def _dead_parked(self, given: GivenUp) -> Processed:
         """The dead letter of a record the engine parked earlier: its source, and the activity it carried (as

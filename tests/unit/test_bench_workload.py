@@ -111,13 +111,15 @@ def test_outputs_match_the_reference_engine(program_id: str) -> None:
     assert _run(records, registry, state_cache=50) == expected  # cached states, evicted and reused
 
 
-def test_the_replay_gives_the_same_ledger_and_states_with_or_without_its_state_cache() -> None:
+def test_the_replay_gives_the_same_ledger_and_states_from_objects_cached_or_plain_bytes() -> None:
     registry = workload.load_registry()
     records = workload.generate(1200, 200, seed=2, days=150)
-    cached = replay(records, registry)
-    plain = replay(records, registry, state_cache=0)
-    assert cached.ledger == plain.ledger and cached.states == plain.states
-    assert cached.dead_letters == plain.dead_letters == 0
+    objects = replay(records, registry)
+    cached = replay(records, registry, store="bytes")
+    plain = replay(records, registry, store="bytes", state_cache=0)
+    assert objects.ledger == cached.ledger == plain.ledger
+    assert objects.states == cached.states == plain.states
+    assert objects.dead_letters == cached.dead_letters == plain.dead_letters == 0
 
 
 def test_the_benchmarks_run_and_report_figures() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import orjson
+import pytest
 
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.program.model import Program
@@ -59,3 +61,40 @@ def test_what_if_under_a_new_program_version_shows_changed_amounts(default_progr
     assert len(diff.changed) == 30
     old, new = diff.changed[0]
     assert 2 * Decimal(old["amount"]) == Decimal(new["amount"])
+
+
+def test_the_object_store_replay_gives_the_worker_path_s_ledger_and_states(default_registry: ProgramRegistry) -> None:
+    records = _records()
+    objects = replay(records, default_registry)
+    as_bytes = replay(records, default_registry, store="bytes", state_cache=0)
+    assert objects.ledger == as_bytes.ledger == _live_ledger(records, default_registry)
+    assert objects.states == as_bytes.states and len(objects.states) == 4
+    assert objects.dead_letters == as_bytes.dead_letters == 1
+
+
+def test_an_engine_error_in_an_object_replay_leaves_the_state_the_worker_would_keep(
+        default_registry: ProgramRegistry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine fails half-way through t9 (after changing the state): the worker keeps the state before
+    t9 (it never stored the half-applied one); the object replay must rebuild exactly that."""
+    from loyalty_stream.stream import processor as processor_module
+
+    real_apply = processor_module.apply
+
+    def failing_apply(state: Any, activity: Any, *args: Any, **kwargs: Any) -> Any:
+        if activity.event_id == "t9":
+            assert state is not None
+            state.lifetime_earned += Decimal(1000)  # damage, then fail
+            state.lots.clear()
+            raise RuntimeError("engine bug")
+        return real_apply(state, activity, *args, **kwargs)
+
+    monkeypatch.setattr(processor_module, "apply", failing_apply)
+    records = _records()
+    objects = replay(records, default_registry)
+    as_bytes = replay(records, default_registry, store="bytes", state_cache=0)
+    assert objects.dead_letters == as_bytes.dead_letters == 2
+    assert objects.ledger == as_bytes.ledger
+    assert objects.states == as_bytes.states
+    monkeypatch.setattr(processor_module, "apply", real_apply)
+    untouched = replay([r for r in records if r.value is None or b'"t9"' not in r.value], default_registry)
+    assert untouched.states == objects.states  # t9 left no trace
