@@ -44,8 +44,9 @@ class Program(ProgramPart):
     return_policy: ReturnPolicy = Field(default_factory=ReturnPolicy)
     retention: Retention = Field(
         default_factory=Retention,
-        description="How long bills and redemptions are kept (the return and reversal windows); see "
-        "program/retention.py. Absent: forever.",
+        description="How long bills and redemptions are kept (the return and reversal windows; absent: "
+        "forever), and how long a return, unlock or reversal that arrives before its purchase or redemption "
+        "waits for it (parking_window_hours); see program/retention.py.",
     )
     rule_sets: dict[ActivityName, list[RuleSet]] = Field(default_factory=dict)
     event_points: EventPoints = Field(default_factory=EventPoints)
