@@ -210,7 +210,7 @@ async def balance(request: web.Request) -> web.Response:
     return _json_response(m.Balance(
         program_id=program_id, customer_id=customer_id, current=view.current, promised=view.promised,
         lifetime_earned=view.lifetime_earned, redeemed=view.redeemed, expired=view.expired, returned=view.returned,
-        tier=view.tier, seq=view.seq, updated_at=view.updated_at))
+        tier=view.tier, seq=view.seq, totals_seq=view.change_seq, updated_at=view.updated_at))
 
 
 async def history(request: web.Request) -> web.Response:

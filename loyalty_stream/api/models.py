@@ -75,6 +75,9 @@ class Balance(Response):
     returned: Decimal | None
     tier: str | None
     seq: int = Field(description="Sequence number of the last ledger entry reflected.")
+    totals_seq: int | None = Field(description="Sequence number the lifetime totals and the tier reflect. They come "
+                                   "from the balance-changes topic, the balances from the ledger, so they may trail "
+                                   "`seq` for a moment; equal once both topics are read up to the same activity.")
     updated_at: datetime | None = Field(description="Event time of the last change.")
 
 

@@ -134,7 +134,9 @@ async def test_reads_and_an_adjustment_through_to_the_ledger(loyalty_settings: S
             async def balance_at(seq: int) -> dict[str, Any] | None:
                 answer = await client.get(f"{reads}/balance")
                 body = await answer.json() if answer.status == 200 else None
-                return body if body is not None and body["seq"] >= seq and body["lifetime_earned"] else None
+                # both sources of the answer (ledger: balances; balance changes: totals and tier) up to `seq`
+                caught_up = body is not None and body["seq"] >= seq and (body["totals_seq"] or -1) >= seq
+                return body if caught_up else None
 
             balance = await eventually(lambda: balance_at(2), what="balance at seq 2")
             assert (dec(balance["current"]), dec(balance["lifetime_earned"]), balance["tier"]) == (
