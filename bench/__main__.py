@@ -12,6 +12,8 @@ Sections (see `bench/broker_bench.py` and `bench/engine_bench.py` for what each 
 * latency     publish -> balance change at a steady offered rate (1,000/s), worker in a child process;
               `latency_at_250`: the same at 250/s, below the worker's capacity today
 * engine / replay / memory   the pure engine, the offline replay and the state store (bench.engine_bench)
+* memory_rocksdb  the same states in a RocksDB table store as Faust lays it out: resident memory, disk, gets/s
+              (bench.store_bench; part of the memory section, needs the rocksdb extra)
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from bench import broker_bench, engine_bench, workload
+from bench import broker_bench, engine_bench, store_bench, workload
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGETS = {"end_to_end_per_s": 10_000, "ratio": 0.3, "ratio_stretch": 0.5, "latency_p99_ms": 50.0}
@@ -80,6 +82,11 @@ def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, 
         if "memory" not in args.skip:
             print("memory: the state store ...", flush=True)
             results["memory"] = engine_bench.memory(states)
+            print("memory: the same states in RocksDB ...", flush=True)
+            try:
+                results["memory_rocksdb"] = store_bench.rocksdb_memory(states)
+            except (ImportError, RuntimeError) as exc:  # the rocksdb extra is not installed
+                results["memory_rocksdb"] = {"skipped": str(exc)}
         if "end_to_end" in results and "replay" in results:
             results.setdefault("ratio", {})["end_to_end_over_replay"] = round(
                 results["end_to_end"]["activities_per_s"] / results["replay"]["activities_per_s"], 3)
