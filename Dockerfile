@@ -12,7 +12,7 @@ WORKDIR /app
 # Dependencies first, so that code changes do not re-download them.
 COPY pyproject.toml README.md ./
 COPY loyalty_stream ./loyalty_stream
-RUN pip install .
+RUN pip install '.[rocksdb]'  # rocksdict for LOYALTY_STORE=rocksdb://
 
 # Program definitions are data, read at start from ./programs (LOYALTY_PROGRAM_DIR to change).
 COPY programs ./programs
