@@ -17,6 +17,9 @@ Date semantics (used everywhere: engine, views, scheduler):
   *processing* date; the engine has no clock, and the event time is what makes replays reproduce the result.
 - Any other computed expiry that is already past at the event (a fixed date that has gone, a membership that
   has ended) is clamped to the event time itself: the points are born expired and expire at their event time.
+
+A lot's expiry moves only through `redate` (rolling expiry, customer data), which writes a REDATE ledger entry:
+the ledger is the complete record of every lot's expiry, and what the read model groups points by.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import fixed
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.envelope import Envelope
+from loyalty_stream.events.outputs import Bucket, LedgerKind
 from loyalty_stream.program.expiry import CUSTOMER_BASES, EVENT_BASES, FIELD_BASES, ExpiryCondition
 from loyalty_stream.program.model import Program
 
@@ -225,23 +229,44 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
 
 
 # Re-dating lots -----------------------------------------------------------------------------------------
-def redate(fx: Effects, lot: Lot, expires_at: datetime | None) -> None:
-    """Move a lot's expiry. Reminders restart for the new date, except offsets already behind us."""
+FOLLOW_REASONS = {
+    "membership_end": "membership end changed",
+    "registration_date": "registration date set",
+    "customer_extended_field": "customer data changed",
+}
+"""The `reason` of a REDATE entry written because the customer's data moved the lot (`_follow_customer`)."""
+
+
+def redate(fx: Effects, lot: Lot, expires_at: datetime | None, reason: str) -> None:
+    """Move a lot's expiry (None: it no longer expires) and write the REDATE entry that says so, so the ledger
+    alone replays every expiry and the read model regroups the lot's points at once. Nothing happens when the
+    date does not change. Reminders restart for the new date, except offsets already behind us.
+
+    The entry moves no points (amount 0, the lot's bucket) and carries the lot's new `expires_at`. It is caused
+    by the activity (never scheduled), and keyed by the lot and the new instant (in UTC like `lifecycle.stamp`,
+    which imports this module; "never" for no expiry): unique, as one activity moves a lot to a date at most once,
+    and a replay gives the same id.
+    """
+    if expires_at == lot.expires_at:
+        return
     lot.expires_at = expires_at
     if expires_at is None:
         lot.reminded = ()
-        return
-    zone = fx.program.zone
-    lot.reminded = tuple(
-        n for n in fx.program.reminders.days_before if reminder_due(expires_at, n, zone) <= fx.at
-    )
+    else:
+        zone = fx.program.zone
+        lot.reminded = tuple(
+            n for n in fx.program.reminders.days_before if reminder_due(expires_at, n, zone) <= fx.at
+        )
+    fx.entry(kind=LedgerKind.REDATE, bucket=Bucket.PROMISED if lot.promised else Bucket.CURRENT, amount=ZERO,
+             key=(lot.lot_id, "never" if expires_at is None else expires_at.astimezone(UTC).isoformat()),
+             lot=lot, reason=reason)
 
 
 def roll_expiry(fx: Effects, awarded: Decimal) -> None:
     """Called once after every handler. After a rolling event that awarded points (or any rolling event with
     the program's "roll even when 0 points are given" toggle), every live rolling lot gets the expiry its own
     condition gives for this event (never shortened). After a Registration or CustomerUpdate that sets the
-    data a customer-based expiry reads, those lots follow the new data."""
+    data a customer-based expiry reads, those lots follow the new data. Every move is a REDATE entry."""
     activity = fx.activity
     if not isinstance(activity, ROLLING_EVENTS):
         return
@@ -254,7 +279,7 @@ def roll_expiry(fx: Effects, awarded: Decimal) -> None:
             new = compute_expiry(condition, earned=fx.at, now=fx.at, tier=_tier(fx), zone=program.zone,
                                  state=state)
             if new is None or new > lot.expires_at:
-                redate(fx, lot, new)
+                redate(fx, lot, new, "rolling expiry")
     if isinstance(activity, act.Registration | act.CustomerUpdate):
         _follow_customer(fx, activity)
 
@@ -283,5 +308,4 @@ def _follow_customer(fx: Effects, activity: act.Registration | act.CustomerUpdat
                              zone=program.zone, state=fx.state)
         if new is not None:
             new = max(new, fx.at)
-        if new != lot.expires_at:
-            redate(fx, lot, new)
+        redate(fx, lot, new, FOLLOW_REASONS[condition.based_on])

@@ -78,6 +78,11 @@ def _sentence(entry: LedgerEntry, zone: tzinfo | None) -> str:
         verb = "added" if amount > 0 else ("deducted" if amount < 0 else "not deducted")
         by = f" by operator {entry.operator_id}" if entry.operator_id else ""
         return f"{_points(amount)} {verb}{by}{reason}{expiry if amount > 0 else ''}"
+    if kind is LedgerKind.REDATE:  # moves no points: says which lot's date moved, and why
+        why = f" ({entry.reason})" if entry.reason else ""
+        now = (f"now usable through {_usable_through(entry.expires_at, zone)}" if entry.expires_at
+               else "no longer expire")
+        return f"expiry moved{why}: points{_origin(entry, 'from')}{_codes(entry)} {now}"
     return f"{_points(amount)} {kind.value}{reason}"  # pragma: no cover - every kind is handled above
 
 

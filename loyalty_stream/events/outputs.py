@@ -34,6 +34,7 @@ class LedgerKind(StrEnum):
     RETURN = "return"  # points clawed back because the goods that earned them were returned
     REISSUE = "reissue"  # redeemed points reissued with a new expiry after a return
     ADJUST = "adjust"  # manual adjustment by an operator
+    REDATE = "redate"  # a lot's expiry moved (rolling expiry, membership change); amount 0
 
 
 class Bucket(StrEnum):

@@ -17,11 +17,11 @@ is kept forever, so a rebuild always finds them) or a balance change (which also
 expired, returned and the tier, but is kept for 30 days; until one is seen those fields are unknown).
 
 Per-lot remainders follow the ledger alone: every entry that moves points names its lot (`lot_id`) and carries
-the lot's expiry at that moment. The one silent movement is debt: a return can charge already-redeemed points
-as a negative balance, and the next credit pays it off before its lot keeps anything. So the view tracks the
-debt the way the engine does (a return's claim is met from its lot first, the rest becomes debt) and settles
-it from each credit. Expiry re-dating (rolling expiry, a changed membership end) writes no entry; such a lot
-moves to its new expiry group when the next entry names it.
+the lot's expiry at that moment, and a lot whose expiry moves (rolling expiry, a changed membership end) gets a
+REDATE entry (amount 0) that moves its points to the new expiry group. The one silent movement is debt: a
+return can charge already-redeemed points as a negative balance, and the next credit pays it off before its lot
+keeps anything. So the view tracks the debt the way the engine does (a return's claim is met from its lot
+first, the rest becomes debt) and settles it from each credit.
 """
 
 from __future__ import annotations
@@ -240,6 +240,13 @@ def _move_lot(view: CustomerView, entry: LedgerEntry) -> None:
     lot_id = entry.lot_id
     assert lot_id is not None
     lot = view.lots.get(lot_id)
+    if entry.kind is LedgerKind.REDATE:
+        # Only the date moves (the engine re-dates lots that hold points; one the view no longer holds has
+        # nothing to regroup). Setting a date is idempotent, besides the seq check.
+        if lot is not None:
+            lot.expires_at = entry.expires_at
+            view.pending.lots.add(lot_id)
+        return
     if lot is None:  # its credit, or a lot that was empty (a reversal refills it)
         lot = view.lots[lot_id] = LotView(remaining=ZERO, promised=entry.bucket is Bucket.PROMISED,
                                           bill_number=entry.bill_number)

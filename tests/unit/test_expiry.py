@@ -220,22 +220,59 @@ def test_expiry_across_dst_changes_stays_at_local_midnight() -> None:
 
 
 # Customer-based bases ---------------------------------------------------------------------------------
+def moves(outcome: Outcome) -> list[tuple[str | None, Decimal, datetime | None, str | None, str]]:
+    """The REDATE entries of an outcome: (lot, amount, new expiry, reason, cause)."""
+    return [(e.lot_id, e.amount, e.expires_at, e.reason, e.source_event_id)
+            for e in outcome.ledger if e.kind == LedgerKind.REDATE]
+
+
 def test_membership_end_date_and_its_changes() -> None:
     prog = program({"based_on": "membership_end"})
     unknown = buy(None, prog, "t0", "2024-06-01T10:00:00Z")
     assert unknown.state.lots[0].expires_at is None  # no membership yet: follows it once known
+    lot_id = unknown.state.lots[0].lot_id
     registered = apply(unknown.state, activity("Registration", "r1", "2024-06-02T10:00:00Z",
                                                membership_end="2025-01-31"), prog)
     assert registered.state.lots[0].expires_at == local(2025, 2, 1)
+    assert moves(registered) == [(lot_id, Decimal(0), local(2025, 2, 1), "membership end changed", "r1")]
     assert expires(prog, "2024-07-01T10:00:00Z", registered.state) == local(2025, 2, 1)
     renewed = apply(registered.state, activity("CustomerUpdate", "u1", "2024-12-01T10:00:00Z",
                                                membership_end="2026-01-31"), prog)
     assert renewed.state.lots[0].expires_at == local(2026, 2, 1)
-    ended = apply(renewed.state, activity("CustomerUpdate", "u2", "2025-03-01T10:00:00Z",
-                                          membership_end="2025-02-28"), prog)
+    assert moves(renewed) == [(lot_id, Decimal(0), local(2026, 2, 1), "membership end changed", "u1")]
+    [entry] = renewed.ledger
+    assert (entry.bucket, entry.balance_after, entry.occurred_at) == (
+        Bucket.CURRENT, Decimal(100), datetime(2024, 12, 1, 10, tzinfo=UTC))
+    change = renewed.balance_change  # the ledger moved (balances did not): the change carries its seq
+    assert change is not None and (change.seq, change.delta_current) == (entry.seq, Decimal(0))
+    same = apply(renewed.state, activity("CustomerUpdate", "u1b", "2024-12-02T10:00:00Z",
+                                         membership_end="2026-01-31"), prog)
+    assert same.ledger == [] and same.balance_change is None  # the date did not move: nothing written
+    ended = apply(same.state, activity("CustomerUpdate", "u2", "2025-03-01T10:00:00Z",
+                                       membership_end="2025-02-28"), prog)
     assert ended.state.lots[0].expires_at == datetime(2025, 3, 1, 10, tzinfo=UTC)  # ended: expires now
+    assert moves(ended) == [(lot_id, Decimal(0), datetime(2025, 3, 1, 10, tzinfo=UTC), "membership end changed",
+                             "u2")]
     gone = apply(ended.state, scheduler_event("p", "2025-03-01T10:00:00Z"), prog)
     assert [(e.kind, e.amount) for e in gone.ledger] == [(LedgerKind.EXPIRE, Decimal(-100))]
+
+
+def test_membership_moves_are_the_same_on_a_replay_and_follow_the_lots_bucket() -> None:
+    prog = program({"based_on": "membership_end"}, earn_conditions=[
+        {"code": "E", "allocation": {"type": "fixed", "points": 100}, "expiry": "X", "delay_days": 30}])
+
+    def run() -> list[Outcome]:
+        first = buy(None, prog, "t0", "2024-06-01T10:00:00Z")
+        member = apply(first.state, activity("Registration", "r1", "2024-06-02T10:00:00Z",
+                                             membership_end="2025-01-31"), prog)
+        return [first, member]
+
+    first, member = run()
+    [entry] = member.ledger
+    assert (entry.kind, entry.bucket, entry.amount, entry.promised_after) == (
+        LedgerKind.REDATE, Bucket.PROMISED, Decimal(0), Decimal(100))
+    assert entry.available_at == first.state.lots[0].available_at  # the rest of the lot, as it is
+    assert entry.entry_id == run()[1].ledger[0].entry_id
 
 
 def test_membership_end_with_a_month_offset() -> None:
@@ -251,6 +288,8 @@ def test_registration_date_is_the_next_anniversary_after_the_event() -> None:
     assert before.state.lots[0].expires_at is None  # not registered yet
     registered = apply(before.state, activity("Registration", "r1", "2023-03-15T10:00:00Z"), prog)
     assert registered.state.lots[0].expires_at == local(2024, 3, 16, LONDON)  # first anniversary
+    assert moves(registered) == [(before.state.lots[0].lot_id, Decimal(0), local(2024, 3, 16, LONDON),
+                                  "registration date set", "r1")]
     assert expires(prog, "2024-06-01T10:00:00Z", registered.state) == local(2025, 3, 16, LONDON)
     assert expires(prog, "2024-03-15T10:00:00Z", registered.state) == local(2025, 3, 16, LONDON)
     assert expires(prog, "2024-03-14T10:00:00Z", registered.state) == local(2024, 3, 16, LONDON)
@@ -311,9 +350,12 @@ def test_customer_extended_field_and_its_update() -> None:
     other = apply(first.state, activity("CustomerUpdate", "u0", "2024-08-01T10:00:00Z",
                                         custom_fields={"colour": "red"}), prog)
     assert other.state.lots[0].expires_at == local(2025, 7, 1)  # the field was not touched
+    assert other.ledger == []
     moved = apply(other.state, activity("CustomerUpdate", "u1", "2024-08-02T10:00:00Z",
                                         extended_fields={"valid_until": "2025-12-30"}), prog)
     assert moved.state.lots[0].expires_at == local(2026, 1, 1)
+    assert moves(moved) == [(first.state.lots[0].lot_id, Decimal(0), local(2026, 1, 1), "customer data changed",
+                             "u1")]
 
 
 # Validation -------------------------------------------------------------------------------------------

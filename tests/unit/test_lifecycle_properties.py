@@ -221,6 +221,6 @@ def test_a_known_interleaving_exercises_every_transition() -> None:
     ticked, _ = ticked_run(activities, program, horizon, Choices())
     assert ticked.dump() == lazy.dump()
     kinds = {orjson.loads(entry)["kind"] for entry in lazy.dump()["ledger"]}
-    assert kinds == {"earn", "promise", "convert", "expire", "redeem"}
+    assert kinds == {"earn", "promise", "convert", "expire", "redeem", "redate"}  # redate: the rolling lots
     assert {orjson.loads(n)["template"] for n in lazy.dump()["notifications"]} == {"ok", "points_expiring"}
 

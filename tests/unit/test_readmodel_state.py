@@ -9,6 +9,7 @@ from decimal import Decimal
 from itertools import product
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from loyalty_stream.engine.effects import Outcome
 from loyalty_stream.engine.expiry import expiry_date
 from loyalty_stream.engine.state import ZERO, CustomerState
 from loyalty_stream.events.codec import encode
-from loyalty_stream.events.outputs import BalanceChange, LedgerEntry, TierChange
+from loyalty_stream.events.outputs import BalanceChange, LedgerEntry, LedgerKind, TierChange
 from loyalty_stream.program.model import Program
 from loyalty_stream.readmodel.state import (
     CustomerView,
@@ -58,6 +59,12 @@ def make_program(shortfall: str = "take_available", redeemed: str = "reverse", d
 
 PROGRAMS = [make_program(*options) for options in product(("take_available", "allow_negative"),
                                                           ("reverse", "reissue", "keep"), (False, True))]
+MOVING_EXPIRY = [{"code": "E20", "based_on": "rolling_event_date", "unit": "days", "value": 20},
+                 {"code": "M1", "based_on": "membership_end"}]
+"""Expiries that move after the credit: rolling (BASE, and reissues), and the membership end (LATE)."""
+PROGRAMS += [make_program(shortfall, "reissue", delayed, expiry_conditions=MOVING_EXPIRY,
+                          roll_expiry_on_zero_points=delayed)
+             for shortfall, delayed in product(("take_available", "allow_negative"), (False, True))]
 
 
 def wire(entry: LedgerEntry) -> LedgerEntry:
@@ -127,6 +134,8 @@ class Customer:
         elif kind == "adjust":
             self.do("ManualAdjustment", hours, direction=("add", "deduct")[b % 2], points=str(1 + a % 200),
                     reason="r", operator_id="op", clamp=b % 3 == 0)
+        elif kind == "member":  # a membership end from 10 days ago to 50 days ahead (moves M1 lots)
+            self.do("CustomerUpdate", hours, membership_end=(self.at + timedelta(days=a % 60 - 10)).date().isoformat())
         else:
             self.do("PointsUnlock", hours, bill_number=pick(self.bills))
 
@@ -156,7 +165,7 @@ class Customer:
 amounts = st.integers(min_value=0, max_value=3000)
 hours = st.one_of(st.integers(-20, 48), st.integers(48, 24 * 25))
 steps = st.tuples(st.sampled_from(["buy", "buy", "redeem", "drain", "return", "return", "reverse", "adjust",
-                                   "unlock"]),
+                                   "unlock", "member"]),
                   hours, amounts, st.integers(0, 30))
 
 
@@ -236,13 +245,43 @@ def test_tier_changes_set_the_tier_only_while_no_balance_change_is_known() -> No
     assert view.tier == "silver"
 
 
-def test_a_rolled_lot_moves_to_its_new_group_when_the_next_entry_names_it() -> None:
-    program = make_program(decimals=0, expiry_conditions=[
-        {"code": "E20", "based_on": "rolling_event_date", "unit": "days", "value": 20},
-        {"code": "M1", "unit": "months", "value": 1}])
+def test_a_rolled_lot_moves_to_its_new_group_at_once_and_a_redelivery_changes_nothing() -> None:
+    program = make_program(decimals=0, expiry_conditions=MOVING_EXPIRY)
     customer = Customer(program)
-    customer.do("TransactionAdd", bill_number="B1", amount="500")  # 50 points, rolling 20 days
-    customer.do("TransactionAdd", 24 * 10, bill_number="B2", amount="100")  # re-dates B1's lot: no entry for it
-    assert customer.view.expiration_groups() != customer.engine_groups()  # the known lag
-    customer.do("PointsRedemption", points="55", redemption_id="R1")  # names both lots
+    customer.do("TransactionAdd", bill_number="B1", amount="500")  # 50 points, rolling 20 days: through 21 Jan
+    assert customer.view.expiration_groups(program.zone) == {date(2024, 1, 21): Decimal(50)}
+    rolled = customer.do("TransactionAdd", 24 * 10, bill_number="B2", amount="100")  # re-dates B1's lot
     customer.check()
+    assert customer.view.expiration_groups(program.zone) == {date(2024, 1, 31): Decimal(60)}
+    [redate] = [wire(e) for e in rolled.ledger if e.kind is LedgerKind.REDATE]
+    assert redate.lot_id in customer.view.pending.lots
+    _seq, entry_id, item = customer.view.pending.history[-1]
+    assert entry_id == redate.entry_id
+    assert orjson.loads(item)["text"] == ("2024-01-11  expiry moved (rolling expiry): points from bill B1 (BASE) "
+                                          "now usable through 2024-01-31; balance 60")
+    before = {k: v.to_json() for k, v in customer.view.lots.items()}
+    assert not apply_ledger(customer.view, redate)  # redelivered
+    assert {k: v.to_json() for k, v in customer.view.lots.items()} == before
+
+
+def test_a_redate_of_a_lot_the_view_does_not_hold_changes_no_lot() -> None:
+    customer = Customer(make_program(decimals=0, expiry_conditions=MOVING_EXPIRY))
+    customer.do("TransactionAdd", bill_number="B1", amount="500")
+    [earn] = [wire(e) for e in customer.outcomes[0].ledger]
+    moved = earn.model_copy(update={"seq": earn.seq + 1, "entry_id": "le-x", "kind": LedgerKind.REDATE,
+                                    "amount": Decimal(0), "lot_id": "lot-gone", "expires_at": None})
+    assert apply_ledger(customer.view, moved)
+    assert set(customer.view.lots) == {earn.lot_id} and "lot-gone" not in customer.view.pending.lots
+
+
+def test_a_membership_change_moves_promised_points_between_groups() -> None:
+    program = make_program(decimals=0, delayed=True, expiry_conditions=MOVING_EXPIRY)
+    customer = Customer(program)
+    customer.do("TransactionAdd", bill_number="B1", amount="500")  # 50 promised points, no membership: no expiry
+    assert customer.view.expiration_groups(program.zone) == {}
+    customer.do("CustomerUpdate", 1, membership_end="2024-06-30")
+    customer.check()
+    assert customer.view.expiration_groups(program.zone) == {date(2024, 6, 30): Decimal(50)}
+    customer.do("CustomerUpdate", 1, membership_end="2024-12-31")
+    customer.check()
+    assert customer.view.expiration_groups(program.zone) == {date(2024, 12, 31): Decimal(50)}
