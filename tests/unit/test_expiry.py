@@ -358,6 +358,21 @@ def test_customer_extended_field_and_its_update() -> None:
                              "u1")]
 
 
+@pytest.mark.parametrize(("fields", "last_day"), [
+    ({"valid_until": "2024-01-01"}, date(2024, 7, 17)),  # past: 7 days after the event date
+    ({"valid_until": "2024-07-05"}, date(2024, 7, 17)),  # + 1 day is 6 Jul, still past
+    ({}, date(2024, 7, 17)),  # missing: same fallback, the event never fails
+    ({"valid_until": "2024-07-10"}, date(2024, 7, 11)),  # the event's own date + 1 day is not past
+])
+def test_customer_extended_field_in_the_past_falls_back_to_seven_days(fields: dict[str, str],
+                                                                        last_day: date) -> None:
+    prog = program({"based_on": "customer_extended_field", "field": "valid_until", "unit": "days", "value": 1})
+    state = apply(None, activity("Registration", "r1", "2024-01-01T10:00:00Z", extended_fields=fields),
+                  prog).state
+    at = expires(prog, "2024-07-10T10:00:00Z", state)
+    assert at is not None and expiry.expiry_date(at, prog.zone) == last_day
+
+
 # Validation -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("condition", "message"), [
     ({"unit": "days"}, "needs a value"),

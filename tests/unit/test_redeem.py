@@ -129,6 +129,29 @@ def test_document_example_150_lifetime_points_multiples_of_50_at_most_100() -> N
     assert sum(e.amount for e in c.outcomes[-1].ledger) == D("-100.00")
 
 
+@pytest.mark.parametrize(("condition", "points", "reason"), [
+    ({"min_points": 50}, "50", None),  # "if you set 50, a customer cannot redeem less than 50 points"
+    ({"min_points": 50}, "49", "below_minimum"),
+    ({"max_points_per_transaction": 100}, "100", None),  # "cannot redeem more than 100 points"
+    ({"max_points_per_transaction": 100}, "101", "over_transaction_limit"),
+    ({"multiples_of": 10}, "10", None),  # "only in multiples of 10 (10/20/30/40...)"
+    ({"multiples_of": 10}, "40", None),
+    ({"multiples_of": 10}, "25", "not_a_multiple"),
+    ({"balance_required": 200}, "10", None),  # "minimum current points a customer should have"
+    ({"balance_required": "200.01"}, "10", "balance_required_not_met"),
+])
+def test_document_field_examples_accept_at_the_bound_and_refuse_past_it(
+    condition: dict[str, Any], points: str, reason: str | None,
+) -> None:
+    c = Customer(make_program(redeem_conditions=[{"code": "R", **condition}]))
+    c.buy("B1", "2000", "2024-01-02T10:00:00+00:00")  # 200 points
+    result = result_of(c.redeem(points, "2024-01-03T10:00:00+00:00"))
+    assert result.reason_code == reason
+    assert result.status == (RedemptionStatus.ACCEPTED if reason is None else RedemptionStatus.REJECTED)
+    spent = D(points) if reason is None else D(0)
+    assert result.points_debited == spent and c.state.current == D(200) - spent
+
+
 # Every other check --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("condition", "points", "reason"), [
