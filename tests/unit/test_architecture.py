@@ -25,7 +25,9 @@ def _imports(path: Path) -> set[str]:
 def test_pure_core_imports_no_io() -> None:
     offenders = []
     for package in PURE:
-        for path in (PACKAGE / package).rglob("*.py"):
+        files = sorted((PACKAGE / package).rglob("*.py"))
+        assert len(files) > 3, f"{package}: nothing to check"
+        for path in files:
             if path.name == "schema_export.py":
                 continue  # writes schema files; used by the CLI, never by the engine
             for name in _imports(path):
@@ -36,9 +38,17 @@ def test_pure_core_imports_no_io() -> None:
 
 def test_engine_never_reads_the_clock() -> None:
     offenders = []
-    for path in (PACKAGE / "engine").rglob("*.py"):
+    files = sorted((PACKAGE / "engine").rglob("*.py"))
+    assert len(files) > 10 and any(p.name == "core.py" for p in files)
+    for path in files:
         text = path.read_text()
         for needle in ("datetime.now(", "datetime.utcnow(", "date.today(", "time.time("):
             if needle in text:
                 offenders.append(f"{path.name}: {needle}")
     assert offenders == []
+
+
+def test_the_checks_catch_an_offender(tmp_path: Path) -> None:
+    module = tmp_path / "bad.py"
+    module.write_text("import time\nfrom loyalty_stream.stream import worker\nimport os.path\n")
+    assert _imports(module) == {"time", "loyalty_stream.stream", "os.path"}

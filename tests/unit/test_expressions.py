@@ -193,23 +193,33 @@ def test_schema_is_per_activity() -> None:
     caught = error("transaction.amount > 1", "Registration")
     assert "unknown name 'transaction.amount'" in str(caught)
     assert "only on TransactionAdd" in str(caught)
-    assert compile_condition('registration.custom_fields.age_group == "25-30"', "Registration")
-    assert compile_condition('engagement.event_name == "page_view"', "Engagement")
-    assert compile_condition('tier_change.to_tier == "gold"', "TierChange")
-    assert compile_condition("redemption.points <= 500", "PointsRedemption")
-    assert compile_condition("accrual.points > 0", "DelayedAccrual")
+    for text, name, read in (
+        ('registration.custom_fields.age_group == "25-30"', "Registration", "registration.custom_fields.age_group"),
+        ('engagement.event_name == "page_view"', "Engagement", "engagement.event_name"),
+        ('tier_change.to_tier == "gold"', "TierChange", "tier_change.to_tier"),
+        ("redemption.points <= 500", "PointsRedemption", "redemption.points"),
+        ("accrual.points > 0", "DelayedAccrual", "accrual.points"),
+    ):
+        assert compile_condition(text, name).names == {read}
     for schema in SCHEMAS.values():
         assert "customer.tier" in schema.names and "event.date" in schema.names
 
 
-def test_the_document_spelling_of_redemption_limits_is_accepted() -> None:
+def test_the_document_spelling_of_redemption_limits_reads_the_same_counters() -> None:
+    state = customer()
+    for rid, when, points in (("a", "2024-06-04T23:30:00+00:00", 100), ("b", "2024-06-03T12:00:00+00:00", 200),
+                              ("c", "2024-05-31T12:00:00+00:00", 400), ("d", "2024-05-20T12:00:00+00:00", 800)):
+        state.redemptions[rid] = Redemption(rid, rid, datetime.fromisoformat(when), Decimal(points), None)
+    redemption = activity("PointsRedemption", "r9", "2024-06-05T09:30:00+00:00", points="10")
     for text in (
-        "currentCustomer.pointsRedeemedToday < 500",
-        "currentCustomer.pointsRedeemedInCalendarWeek < 5",
-        "currentCustomer.pointsRedeemedInCalendarMonth < 5",
-        "currentCustomer.pointsRedeemedInPastDays(7) <= 1000",
+        "currentCustomer.pointsRedeemedToday == 100",
+        "currentCustomer.pointsRedeemedInCalendarWeek == 300",
+        "currentCustomer.pointsRedeemedInCalendarMonth == 300",
+        "currentCustomer.pointsRedeemedInPastDays(7) == 700",
+        "currentCustomer.pointsRedeemedInPastDays(30) == 1500",
     ):
-        assert compile_condition(text, "PointsRedemption").names
+        assert holds(text, redemption, state=state), text
+        assert not holds(text.replace("==", "!="), redemption, state=state), text
 
 
 def test_the_source_never_reaches_python_eval() -> None:

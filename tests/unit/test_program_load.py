@@ -66,11 +66,22 @@ def test_delayed_strategies_of_one_activity_need_one_delay_period() -> None:
 
 
 def test_delayed_strategies_with_the_same_period_are_fine() -> None:
-    assert load(earn_conditions=CONDITIONS, rule_sets=sets("TransactionAdd", "WEEK", "WEEK2"))
+    same = load(earn_conditions=CONDITIONS, rule_sets=sets("TransactionAdd", "WEEK", "WEEK2"))
+    assert allocated(same) == {"TransactionAdd": [("WEEK", 7), ("WEEK2", 7)]}
     # Different activities are independent.
-    assert load(
+    apart = load(
         earn_conditions=CONDITIONS, rule_sets={**sets("TransactionAdd", "WEEK"), **sets("Engagement", "NOW")}
     )
+    assert allocated(apart) == {"TransactionAdd": [("WEEK", 7)], "Engagement": [("NOW", None)]}
+
+
+def allocated(program: Any) -> dict[str, list[tuple[str, int | None]]]:
+    """Per activity, the (condition, delay days) its rule sets allocate, in order."""
+    return {
+        name: [(a.condition, program.earn_condition(a.condition).delay_days)
+               for s in rule_sets for r in s.rules for a in r.actions]
+        for name, rule_sets in program.rule_sets.items()
+    }
 
 
 @pytest.mark.parametrize("activity", ["Registration", "CustomerUpdate"])
