@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from decimal import Decimal
 from itertools import product
 from typing import Any
 
@@ -197,11 +196,22 @@ def test_a_long_busy_history_reconciles() -> None:
     for program in PROGRAMS:
         run = Run(program)
         for i in range(60):
+            k = i // 6  # each round of six steps varies its options, so every variant runs
             run.apply([("buy", 20, 1000 + i, [(600, 2), (400 + i, 1)]),
-                       ("redeem", 1, 70, "0.5" if i % 4 else "", i),
-                       ("return", 3, i, ("whole", "items", "amount")[i % 3], i, 300),
-                       ("reverse", 2, i, i % 5 == 0),
-                       ("adjust", 5, ("add", "deduct")[i % 2], 40, i % 3 == 0),
-                       ("unlock", 1, i)][i % 6])
+                       ("redeem", 1, 70, "0.5" if k % 2 else "", k),
+                       ("return", 3, k, ("whole", "items", "amount")[k % 3], k, 300),
+                       ("reverse", 2, k, k % 5 == 0),
+                       ("adjust", 5, ("add", "deduct")[k % 2], 40, k % 4 == 1),
+                       ("unlock", 1, k)][i % 6])
             check(run)
-        assert run.ledger and Decimal(0) <= run.state.lifetime_earned  # type: ignore[union-attr]
+        run.apply(("buy", 24 * 25, 10, []))  # past every expiry
+        check(run)
+        kinds = {e.kind for e in run.ledger}
+        delayed = program.rule_sets["TransactionAdd"][0].rules[0].actions[0].condition == "LATE"
+        expected = {LedgerKind.REDEEM, LedgerKind.RETURN, LedgerKind.REVERSE, LedgerKind.ADJUST, LedgerKind.EXPIRE}
+        expected |= {LedgerKind.PROMISE, LedgerKind.CONVERT} if delayed else {LedgerKind.EARN}
+        if program.return_policy.redeemed_points == "reissue":
+            expected.add(LedgerKind.REISSUE)
+        assert expected <= kinds, expected - kinds
+        assert {e.source_type for e in run.ledger} >= {"TransactionAdd", "PointsRedemption", "TransactionReturn",
+                                                       "RedemptionReversal", "ManualAdjustment"}

@@ -42,6 +42,7 @@ def test_replay_reproduces_the_live_ledger_exactly(default_registry: ProgramRegi
     records = _records()
     result = replay(list(reversed(records)), default_registry)
     assert result.activities == 31 and result.dead_letters == 1
+    assert {orjson.loads(entry)["source_event_id"] for entry in result.ledger} == {f"t{i}" for i in range(30)}
     assert result.ledger == _live_ledger(records, default_registry)
     assert diff_ledgers(result.ledger, _live_ledger(records, default_registry)).identical
 
