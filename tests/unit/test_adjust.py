@@ -49,6 +49,8 @@ def test_deduct_beyond_the_balance_is_refused_without_clamp() -> None:
     outcome = c.adjust("deduct", "10.01", "2024-03-10T10:00:00+00:00")
     assert outcome.rejected is not None and "10.01" in outcome.rejected and "clamp" in outcome.rejected
     assert outcome.ledger == [] and c.state.current == D("10")
+    exact = c.adjust("deduct", "10", "2024-03-10T11:00:00+00:00")  # down to zero, never below
+    assert exact.rejected is None and [(e.amount, e.balance_after) for e in exact.ledger] == [(D("-10"), D("0"))]
 
 
 def test_deduct_with_clamp_takes_what_is_there() -> None:

@@ -208,15 +208,16 @@ def test_schema_is_per_activity() -> None:
 def test_the_document_spelling_of_redemption_limits_reads_the_same_counters() -> None:
     state = customer()
     for rid, when, points in (("a", "2024-06-04T23:30:00+00:00", 100), ("b", "2024-06-03T12:00:00+00:00", 200),
-                              ("c", "2024-05-31T12:00:00+00:00", 400), ("d", "2024-05-20T12:00:00+00:00", 800)):
+                              ("c", "2024-05-31T12:00:00+00:00", 400), ("d", "2024-05-20T12:00:00+00:00", 800),
+                              ("e", "2024-06-01T12:00:00+00:00", 50)):  # this month, last week
         state.redemptions[rid] = Redemption(rid, rid, datetime.fromisoformat(when), Decimal(points), None)
     redemption = activity("PointsRedemption", "r9", "2024-06-05T09:30:00+00:00", points="10")
     for text in (
         "currentCustomer.pointsRedeemedToday == 100",
         "currentCustomer.pointsRedeemedInCalendarWeek == 300",
-        "currentCustomer.pointsRedeemedInCalendarMonth == 300",
-        "currentCustomer.pointsRedeemedInPastDays(7) == 700",
-        "currentCustomer.pointsRedeemedInPastDays(30) == 1500",
+        "currentCustomer.pointsRedeemedInCalendarMonth == 350",
+        "currentCustomer.pointsRedeemedInPastDays(7) == 750",
+        "currentCustomer.pointsRedeemedInPastDays(30) == 1550",
     ):
         assert holds(text, redemption, state=state), text
         assert not holds(text.replace("==", "!="), redemption, state=state), text
