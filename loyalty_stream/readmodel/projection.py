@@ -44,6 +44,7 @@ from loyalty_stream.readmodel.state import (
 )
 from loyalty_stream.settings import Settings
 from loyalty_stream.signals import run_until_signal
+from loyalty_stream.stream.kafka_io import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -269,11 +270,7 @@ class Projection:
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         found: list[TopicPartition] = []
         for topic in self.logical:
-            partitions = consumer.partitions_for_topic(topic)
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic) or set()
-            found.extend(TopicPartition(topic, p) for p in sorted(partitions))
+            found.extend(await topic_partitions(consumer, topic))
         return found
 
     def _consumer(self, group_id: str | None) -> AIOKafkaConsumer:

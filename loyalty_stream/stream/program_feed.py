@@ -13,9 +13,10 @@ import contextlib
 import logging
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from loyalty_stream.program.loader import ProgramError, ProgramRegistry, parse_program
+from loyalty_stream.stream.kafka_io import topic_partitions
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,7 @@ class ProgramFeed:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False)
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(self.topic)
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(self.topic) or set()
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            tps = await topic_partitions(consumer, self.topic)
             if not tps:
                 log.warning("program topic %s does not exist; programs come from files only", self.topic)
                 self.ready.set()

@@ -221,16 +221,14 @@ def settled(count: int, quiet: float = 1.5) -> Any:
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """The topic's end offsets (corrected for Tansu, whose ListOffsets lags behind its last batch)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
+
+    from loyalty_stream.stream.kafka_io import topic_partitions
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        listed = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        listed = await consumer.end_offsets(await topic_partitions(consumer, topic))
     finally:
         await consumer.stop()
     ends = await probe_end_offsets(bootstrap, listed)
