@@ -90,6 +90,13 @@ class Settings(BaseSettings):
 
     # --- Faust worker ---------------------------------------------------------------------------------------
     store: str = Field(default="memory://", description="Faust table store URL (memory:// or rocksdb://).")
+    rocksdb_block_cache_mb: int = Field(
+        default=64, ge=1,
+        description="RocksDB block cache per table partition (rocksdb:// store). Faust's own default is 2 GiB per "
+        "partition, which lets a worker's memory grow far past what its customers' states need.",
+    )
+    rocksdb_write_buffer_mb: int = Field(
+        default=16, ge=1, description="RocksDB write buffer (memtable) size per table partition (rocksdb:// store).")
     broker_rebalance_timeout: float = Field(default=60.0, gt=0)
     broker_session_timeout: float = Field(default=60.0, gt=0)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0)

@@ -77,6 +77,15 @@ MAX_BATCHES_IN_FLIGHT = 8
 #: states are long-lived objects the garbage collector walks, and 4,096 was slower than none at 100k.
 STATE_CACHE = 1024
 
+def store_options(settings: Settings) -> dict[str, Any] | None:
+    """Table store options: RocksDB's memory bounded by the settings (Faust's defaults allow a 2 GiB block
+    cache and 3 x 64 MB write buffers per partition); None for the memory store."""
+    if not settings.store.startswith("rocksdb:"):
+        return None
+    return {"block_cache_size": settings.rocksdb_block_cache_mb * 2**20,
+            "write_buffer_size": settings.rocksdb_write_buffer_mb * 2**20}
+
+
 AfterProcess = Callable[[Processed], Any]
 """Hook run after each processed record (tests, metrics); may return an awaitable."""
 
@@ -185,6 +194,7 @@ class LoyaltyWorker:
         )
         self.customers = app.Table(
             CUSTOMER_TABLE, default=None, partitions=self.partitions, key_type=bytes, value_type=bytes,
+            options=store_options(settings),
         )
         # The activity topics are subscribed through the conductor (acks enabled, co-partitioned with the
         # table), and their records are delivered to `_process_batch` by the transport.
@@ -227,6 +237,11 @@ class LoyaltyWorker:
     async def _process_batch(self, messages: list[Any], generation: int) -> None:
         if not self._accepting:
             return  # stopping: left unacked, so the next owner of the partition processes them
+        feed = self.program_feed
+        if feed is not None and not feed.ready.is_set():
+            # Programs published to the program topic must be known before the first activity, or a restart
+            # would dead-letter activities of those programs as unknown_program.
+            await feed.ready.wait()
         epoch = self._epoch
         if self.first_processed_at is None:
             self.first_processed_at = time.perf_counter()
@@ -403,9 +418,18 @@ class LoyaltyWorker:
             await self.scheduler.run(self.clock, self._scheduler_interval)
 
     async def _follow_programs(self) -> None:
-        """New program versions from the program topic join the registry the processor reads."""
-        if self.program_feed is not None:
-            await self.program_feed.run()
+        """New program versions from the program topic join the registry the processor reads. Should the feed
+        fail, the worker goes on with the programs it has (and says so) rather than wait for it forever."""
+        feed = self.program_feed
+        if feed is None:
+            return
+        try:
+            await feed.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the program topic feed failed; serving the programs loaded so far")
+            feed.ready.set()
 
     async def _rebuild_due_index(self) -> None:
         """Once the table is recovered, recreate the due index of the customers this worker holds."""

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from loyalty_stream.settings import Settings
-from tests.fixtures.cluster import produce
+from tests.fixtures.cluster import ConsumeTimeout, produce
 
 from .harness import activity, dec, live_worker, program
 
@@ -40,3 +40,19 @@ async def test_new_program_version_applies_to_later_activities(loyalty_settings:
         assert dec((await live.balance("pia", 2))["current"]) == dec(40)
         ledger = await live.read("ledger", 2, customer="pia")
         assert [e["program_version"] for e in ledger] == [1, 2]
+
+
+async def test_activities_waiting_at_start_see_the_programs_already_on_the_program_topic(
+        loyalty_settings: Settings, catalogue_topics: dict[str, str]) -> None:
+    """A restart: the program topic and the activity topics both hold a backlog. The worker reads the program
+    topic's backlog before the first activity, so none is dead-lettered as unknown_program."""
+    topic_program = {**_program(1, 20), "id": "q"}
+    await produce(loyalty_settings.kafka_bootstrap, catalogue_topics["program"], "q", orjson.dumps(topic_program))
+    purchase = activity("TransactionAdd", "tq", "quinn", "2026-06-01T10:00:00Z", program_id="q", bill_number="BQ",
+                        amount="100")
+    await produce(loyalty_settings.kafka_bootstrap, catalogue_topics["transaction-add"], "quinn",
+                  orjson.dumps(purchase))
+    async with live_worker(loyalty_settings, program(**_program(1, 10))) as live:
+        assert dec((await live.balance("quinn", 1))["current"]) == dec(20)
+        with pytest.raises(ConsumeTimeout):
+            await live.read("dead-letter", 1, timeout=2.0)
