@@ -147,8 +147,13 @@ def transitions(state: CustomerState, program: Program, until: datetime | None =
 
 
 def next_transition(state: CustomerState, program: Program) -> Due | None:
-    """The earliest pending transition; a conversion due at that instant makes it a DelayedAccrual."""
+    """The earliest pending transition; a conversion due at that instant makes it a DelayedAccrual. A parked
+    activity that its window lets go (`parking.next_give_up`) is due as a PointsExpiry (an evaluation with
+    nothing of its own to do) when nothing else is due before it."""
     first = min(_pending(state, program, None), key=Transition.sort_key, default=None)
+    give_up = parking.next_give_up(state, program) if state.parked else None
+    if give_up is not None and (first is None or give_up < first.at):
+        return Due(give_up, "PointsExpiry")
     if first is None:
         return None
     kind: DueKind = "DelayedAccrual" if first.order == CONVERT else "PointsExpiry"

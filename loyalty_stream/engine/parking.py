@@ -31,8 +31,8 @@ Dropped history is not recorded (remembering every dropped bill number would gro
 return of a bill that retention already dropped cannot be told from one whose purchase is still to come: it
 parks, is given up by the rules above, and its reason says the bill may have been dropped.
 
-These rules are checked when the customer has an activity: an idle customer's parked activity waits for the next
-one (the scheduler does not wake customers for it).
+These rules are checked when the customer has an activity; the scheduler wakes an idle customer when the
+retention rule can give one up (`next_give_up`, part of `lifecycle.next_transition`).
 """
 
 from __future__ import annotations
@@ -95,6 +95,20 @@ def _history(program: Program, ref: Reference) -> timedelta | None:
     """How long the program accepts a return (reversal) of a bill (redemption): beyond that, waiting is moot."""
     days = program.retention.return_window_days if ref.bill else program.retention.reversal_window_days
     return None if days is None else timedelta(days=days)
+
+
+def next_give_up(state: CustomerState, program: Program) -> datetime | None:
+    """When the earliest parked activity can be given up by time alone (its return or reversal window has
+    passed): the scheduler wakes an idle customer then, so a return whose purchase never comes is
+    dead-lettered even if the customer does nothing more. None when nothing waits or there is no window."""
+    earliest = None
+    for p in state.parked:
+        history = _history(program, reference(p.activity))
+        if history is not None:
+            at = p.activity.event_time + history
+            if earliest is None or at < earliest:
+                earliest = at
+    return earliest
 
 
 @contextmanager

@@ -337,3 +337,29 @@ def test_a_refusal_by_the_program_has_its_own_dead_letter_class() -> None:
     deduct = activity("ManualAdjustment", "a1", day(1), direction="deduct", points="5", reason="r", operator_id="op")
     [letter] = outputs_of(store.run(processor, "manual-adjustment", 0, encode(deduct)), "dead-letter")
     assert letter["error_class"] == "rejected_by_program" and "balance" in letter["reason"]
+
+
+def test_the_scheduler_wakes_an_idle_customer_to_give_up_a_return_whose_purchase_never_came() -> None:
+    """Nothing else happens to the customer: the due index still names the end of the return window, and the
+    scheduler's evaluation then gives the return up (dead-lettered instead of waiting forever)."""
+    from loyalty_stream.engine.lifecycle import due_activity, next_transition
+
+    prog = shop(retention={"return_window_days": 30})
+    _, state = run(prog, [(give_back("r1", day(1)), None)])
+    assert state.parked
+    due = next_transition(state, prog)
+    assert due is not None and due.kind == "PointsExpiry"
+    assert due.at == datetime(2024, 3, 31, 10, tzinfo=UTC)  # 1 March 10:00 + 30 days
+    woken = apply(state, due_activity("default", "c1", due.at, due.kind, "sched-1"), prog)
+    [given_up] = woken.given_up
+    assert given_up.activity.event_id == "r1" and "past the 30-day return window" in given_up.reason
+    assert woken.state.parked == [] and next_transition(woken.state, prog) is None
+
+
+def test_lots_due_before_the_give_up_stay_first_in_line() -> None:
+    prog = shop("LATE", retention={"return_window_days": 30})
+    _, state = run(prog, [(buy("t1", day(1)), None), (give_back("r1", day(2), bill="B9"), None)])
+    from loyalty_stream.engine.lifecycle import next_transition
+
+    due = next_transition(state, prog)
+    assert due is not None and due.kind == "DelayedAccrual"  # the promised points (3 days) come before
