@@ -18,7 +18,12 @@ Batch delivery
     offset order per partition; every other record (table changelogs during recovery) goes through the
     conductor exactly as before. The loop keeps Faust's bookkeeping: read offsets, gaps, flow control (a
     fetch that completes while the flow is stopped is dropped and the consumer seeks back to the committed
-    offsets), paused partitions, ``track_message`` and ``broker_commit_every``. The handler owns
+    offsets), paused partitions, ``track_message`` and ``broker_commit_every``, with two corrections for
+    what a fetch racing a rebalance brings back: records of a partition that was paused meanwhile are
+    dropped *and the partition is sought back to them* (Faust only drops them, and its seek to the committed
+    offsets leaves a partition without a committed offset where the fetcher is: they were lost), and a gap
+    never covers records already delivered (``perform_seek`` moves the read offsets back after the fetcher
+    moved on; such a gap made Faust's commit crawl one offset at a time). The handler owns
     acknowledgement: it calls ``consumer.ack(message)`` once a record's effects are durable, and Faust
     commits acked offsets as it always does (periodic commit, commit on stop). The topics stay registered
     with the conductor (``app.topics.add``), so subscription, partition assignment and ``acks_enabled_for``
@@ -93,8 +98,45 @@ class LoyaltyConsumerThread(driver.AIOKafkaConsumerThread):
 
 
 class LoyaltyConsumer(driver.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Highest offset handed on (to the batch handler or the conductor) per partition since it was assigned.
+        #: Unlike ``_read_offset`` it never moves back when Faust seeks, so a gap is never laid over records
+        #: that were delivered (see ``_gap_start``).
+        self._delivered: dict[TP, int] = {}
+
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return LoyaltyConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:  # Faust drops its per-partition bookkeeping (acks, gaps, read offsets) here too
+            self._delivered.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    def _gap_start(self, tp: TP, last: int) -> int:
+        """First offset of a gap that ends before a record at an offset beyond ``last + 1``.
+
+        ``last`` is Faust's read offset, which ``perform_seek`` sets back to the committed offset after a
+        rebalance - also when the fetcher had already moved on and records past it were delivered (the
+        recovery resumes the partitions before it seeks, and the seek's read offsets are written after the
+        fetcher's answer): a gap counted from ``last`` then covers acked offsets, and Faust's commit, which
+        walks consecutive acked offsets, advanced by one offset per commit, minutes for a few hundred
+        records. A gap only ever covers offsets that were never delivered."""
+        delivered = self._delivered.get(tp)
+        return last + 1 if delivered is None else max(last, delivered) + 1
+
+    async def _rewind(self, fetched: dict[TP, int]) -> None:
+        """Put the fetch position of each partition back to the first of its records that were dropped.
+
+        Records of a partition that is not active (Faust pauses every partition while it recovers the tables
+        after an assignment) come back from a fetch that began before the pause. The fetcher has moved past
+        them, and Faust's seek to the committed offsets does not bring it back for a partition without a
+        committed offset (aiokafka's ``seek_to_committed`` skips those): dropping them silently lost them,
+        and the acks of the later records committed past them."""
+        try:  # in the consumer's thread, like the recovery's seeks (`Consumer.seek` is not)
+            await self.seek_wait(fetched)
+        except Exception as exc:  # no longer assigned: its next owner starts from the committed offset
+            log.warning("could not seek %s back after a fetch for a paused partition: %r", fetched, exc)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by every stream test
         app = cast(LoyaltyApp, self.app)
@@ -104,6 +146,7 @@ class LoyaltyConsumer(driver.Consumer):
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         read_offset = self._read_offset
+        delivered = self._delivered
         acks_enabled_for = app.topics.acks_enabled_for
         to_message = self._to_message
         track = self.track_message
@@ -126,8 +169,11 @@ class LoyaltyConsumer(driver.Consumer):
                 generation = app.consumer_generation_id
                 batch: list[Message] = []
                 others: list[Message] = []
+                paused: dict[TP, int] = {}
                 for tp, tp_records in records.items():
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        if tp_records:
+                            paused[tp] = tp_records[0].offset  # fetched again once resumed (`_rewind`)
                         continue
                     app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                     wanted = handler is not None and tp.topic in batch_topics
@@ -138,10 +184,16 @@ class LoyaltyConsumer(driver.Consumer):
                         if last is not None and offset < last:
                             continue  # already read (Faust drops these too)
                         if last and offset - last > 1 and acks_enabled_for(tp.topic):
-                            await self._add_gap(tp, last + 1, offset)
+                            start = self._gap_start(tp, last)
+                            if start < offset:
+                                await self._add_gap(tp, start, offset - 1)  # both ends included
                         target.append(to_message(tp, record))
                         last = offset
                     read_offset[tp] = last
+                    if last is not None and last > delivered.get(tp, -1):
+                        delivered[tp] = last
+                if paused:
+                    await self._rewind(paused)
                 for message in others:  # the classic per-record path (changelogs)
                     await self.wait_first(callback(message), self.suspend_flow.wait())
                 if batch:
