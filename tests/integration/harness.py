@@ -76,5 +76,19 @@ async def live_worker(settings: Settings, *programs: Program, redis: Redis | Non
         yield Live(settings, worker)
 
 
+def crash_without_committing(worker: LoyaltyWorker) -> None:
+    """What a killed process leaves behind: no drain of in-flight batches, no offset commit."""
+    consumer: Any = worker.app.consumer
+
+    async def no_commit(*args: Any, **kwargs: Any) -> bool:
+        return False
+
+    consumer.commit = no_commit
+    consumer.force_commit = no_commit
+    consumer.commit_and_end_transactions = no_commit
+    worker.app.before_stop = None
+    worker._accepting = False
+
+
 def dec(value: Any) -> Decimal:
     return Decimal(str(value))

@@ -24,7 +24,7 @@ from loyalty_stream.stream.transport import probe_end_offsets
 from loyalty_stream.stream.worker import CUSTOMER_TABLE, LoyaltyWorker
 from tests.fixtures.cluster import consume_until
 
-from .harness import activity, dec, live_worker, program
+from .harness import activity, crash_without_committing, dec, live_worker, program
 
 pytestmark = pytest.mark.integration
 
@@ -134,20 +134,6 @@ async def test_rocksdb_store_keeps_state_across_a_restart(loyalty_settings: Sett
 
 CRASH_CUSTOMERS = 8
 CRASH_PURCHASES = 400
-
-
-def crash_without_committing(worker: LoyaltyWorker) -> None:
-    """What a killed process leaves behind: no drain of in-flight batches, no offset commit."""
-    consumer: Any = worker.app.consumer
-
-    async def no_commit(*args: Any, **kwargs: Any) -> bool:
-        return False
-
-    consumer.commit = no_commit
-    consumer.force_commit = no_commit
-    consumer.commit_and_end_transactions = no_commit
-    worker.app.before_stop = None
-    worker._accepting = False
 
 
 async def test_rocksdb_store_crash_then_restart_credits_every_purchase_once(

@@ -36,7 +36,7 @@ from loyalty_stream.stream.transport import LoyaltyConsumer
 from loyalty_stream.stream.worker import LoyaltyWorker
 from tests.fixtures.cluster import ConsumeTimeout, consume_until
 
-from .harness import activity, program
+from .harness import activity, crash_without_committing, program
 
 pytestmark = pytest.mark.integration
 
@@ -67,20 +67,6 @@ def purchases() -> tuple[list[tuple[str, bytes]], dict[str, Decimal], dict[str, 
         balance[customer] += Decimal(amount) / 10 + 1
         count[customer] += 1
     return records, balance, count
-
-
-def crash_without_committing(worker: LoyaltyWorker) -> None:
-    """What a killed process leaves behind: no drain of in-flight batches, no offset commit."""
-    consumer: Any = worker.app.consumer
-
-    async def no_commit(*args: Any, **kwargs: Any) -> bool:
-        return False
-
-    consumer.commit = no_commit
-    consumer.force_commit = no_commit
-    consumer.commit_and_end_transactions = no_commit
-    worker.app.before_stop = None
-    worker._accepting = False
 
 
 async def wait_for(condition: Any, timeout: float, what: str) -> None:
