@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from bench import broker_bench, engine_bench, store_bench, workload
+from loyalty_stream.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGETS = {"end_to_end_per_s": 10_000, "ratio": 0.3, "ratio_stretch": 0.5, "latency_p99_ms": 50.0}
@@ -84,7 +85,8 @@ def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, 
             results["memory"] = engine_bench.memory(states)
             print("memory: the same states in RocksDB ...", flush=True)
             try:
-                results["memory_rocksdb"] = store_bench.rocksdb_memory(states)
+                cache = Settings().rocksdb_block_cache_mb * 2**20  # what the worker configures (LOYALTY_ROCKSDB_*)
+                results["memory_rocksdb"] = store_bench.rocksdb_memory(states, block_cache_size=cache)
             except (ImportError, RuntimeError) as exc:  # the rocksdb extra is not installed
                 results["memory_rocksdb"] = {"skipped": str(exc)}
         if "end_to_end" in results and "replay" in results:
