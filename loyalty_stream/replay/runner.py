@@ -101,7 +101,7 @@ def replay(
     started = time.perf_counter()
     with _batch_gc():
         if store == "objects":
-            _replay_objects(ordered, ActivityProcessor(registry), result, progress)
+            _replay_objects(ordered, ActivityProcessor(registry, object_store=True), result, progress)
         else:
             _replay_bytes(ordered, ActivityProcessor(registry, state_cache=state_cache), result, progress)
     result.seconds = time.perf_counter() - started

@@ -103,9 +103,11 @@ class ActivityProcessor:
     """Decode -> engine -> encode for one record; bad input becomes a dead letter and never raises."""
 
     def __init__(self, registry: ProgramRegistry, clock: Callable[[], datetime] = _wall_clock, *,
-                 state_cache: int = 0) -> None:
+                 state_cache: int = 0, object_store: bool = False) -> None:
         self.registry = registry
         self.clock = clock
+        self.object_store = object_store
+        """`load_state` gives state objects (see `process`), not bytes."""
         self.state_cache = state_cache
         """How many decoded customer states to keep (0: decode every record's state afresh)."""
         self._states: OrderedDict[bytes, tuple[bytes, CustomerState]] = OrderedDict()
@@ -123,7 +125,7 @@ class ActivityProcessor:
     ) -> Processed:
         """`topic` is the logical input topic; `source_topic` the real (prefixed) name written on outputs.
 
-        `load_state` gives the stored bytes, or, from an object store (the offline replay), the state object
+        `load_state` gives the stored bytes, or, with `object_store` (the offline replay), the state object
         itself: that one is changed in place and never encoded (`Processed.state` stays None; the new state is
         `outcome.state`). After an engine error such a state may be half-applied: the dead letter then names
         its `state_key`, and the store must rebuild it (the replay re-applies the customer's earlier records)."""
@@ -147,9 +149,11 @@ class ActivityProcessor:
         skey = state_key(activity.program_id, activity.customer_id)
         stored = load_state(skey)
         source = trusted(SourceRef, {"topic": real_topic, "partition": partition, "offset": offset})
-        if isinstance(stored, CustomerState):
+        if self.object_store:
+            assert stored is None or isinstance(stored, CustomerState)
             return self._process_object(stored, activity, program, source, skey, (real_topic, partition, offset,
                                                                                      key, value))
+        assert not isinstance(stored, CustomerState), "a byte store gives bytes"
         cache = self._states if self.state_cache > 0 else None
         cached = None
         if cache is not None and stored is not None:
@@ -179,11 +183,12 @@ class ActivityProcessor:
         self._outputs(processed, real_topic, partition, offset, key, value)
         return processed
 
-    def _process_object(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef,
-                        skey: bytes, record: tuple[str, int, int, bytes | None, bytes | None]) -> Processed:
+    def _process_object(self, state: CustomerState | None, activity: Envelope, program: Program,
+                        source: SourceRef, skey: bytes, record: tuple[str, int, int, bytes | None, bytes | None]
+                        ) -> Processed:
         """`process` on a state object from an object store: applied in place, not encoded."""
         try:
-            offsets_before = dict(state.offsets)
+            offsets_before = dict(state.offsets) if state is not None else None
             outcome = apply(state, activity, program, source, in_place=True)
         except Exception as exc:
             dead = self._dead(*record, "engine_error", f"{type(exc).__name__}: {exc}")
