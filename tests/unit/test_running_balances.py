@@ -3,14 +3,12 @@ the lots on every ledger entry; they must always equal the lots' sums, to the sc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
 
 from bench import workload
-from loyalty_stream.engine import effects
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.state import CustomerState, new_state
@@ -23,20 +21,14 @@ from .test_redeem import Customer, earn_rules, make_program
 D = Decimal
 
 
-@pytest.fixture
-def checked() -> Iterator[None]:
-    effects.CHECK_BALANCES = True
-    try:
-        yield
-    finally:
-        effects.CHECK_BALANCES = False
+pytestmark = pytest.mark.usefixtures("verify_running_balances")
 
 
 def sums(state: CustomerState) -> tuple[str, str]:
     return str(state.current), str(state.promised)
 
 
-def test_a_promised_bucket_emptied_by_conversion_reads_0_as_the_sum_of_no_lots_does(checked: None) -> None:
+def test_a_promised_bucket_emptied_by_conversion_reads_0_as_the_sum_of_no_lots_does() -> None:
     c = Customer(make_program(rule_sets=earn_rules("LATE")))
     c.buy("B1", "100", "2024-03-01T10:00:00+00:00")
     converted = c.buy("B2", "0", "2024-03-10T10:00:00+00:00")
@@ -48,7 +40,7 @@ def test_a_promised_bucket_emptied_by_conversion_reads_0_as_the_sum_of_no_lots_d
     assert sums(c.state) == ("10.00", "0")
 
 
-def test_lots_emptied_by_expiry_read_0_as_their_sum_does(checked: None) -> None:
+def test_lots_emptied_by_expiry_read_0_as_their_sum_does() -> None:
     program = make_program(default_expiry="E1", expiry_conditions=[{"code": "E1", "unit": "days", "value": 1}])
     c = Customer(program)
     c.buy("B1", "100", "2024-03-01T10:00:00+00:00")
@@ -57,7 +49,7 @@ def test_lots_emptied_by_expiry_read_0_as_their_sum_does(checked: None) -> None:
     assert sums(c.state) == ("0", "0")
 
 
-def test_the_check_catches_a_balance_that_drifted_from_the_lots(checked: None) -> None:
+def test_the_check_catches_a_balance_that_drifted_from_the_lots() -> None:
     program = make_program()
     state = apply(None, activity("TransactionAdd", "t1", "2024-03-01T10:00:00Z", bill_number="B1",
                                  amount="100"), program).state
@@ -69,7 +61,7 @@ def test_the_check_catches_a_balance_that_drifted_from_the_lots(checked: None) -
         fx.check_balances()
 
 
-def test_every_entry_of_a_realistic_workload_agrees_with_the_lots(checked: None) -> None:
+def test_every_entry_of_a_realistic_workload_agrees_with_the_lots() -> None:
     """Conversions, expiries, reminders, redemptions, returns, caps and dropped history (the bench program)."""
     registry = workload.load_registry()
     processor = ActivityProcessor(registry, clock=lambda: datetime(2030, 1, 1, tzinfo=UTC))
