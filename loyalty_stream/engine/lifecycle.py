@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import groupby
+from operator import attrgetter
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -94,7 +95,35 @@ def _reminder_applies(lot: Lot, days_before: int, due: datetime) -> bool:
     return days_before not in lot.reminded and lot.earned_at < due < lot.expires_at
 
 
-def _pending(state: CustomerState, program: Program, until: datetime | None) -> Iterator[Transition]:
+_ReminderDues = tuple[tuple[int, datetime], ...]
+"""(days before, due time) per reminder offset of one expiry instant, earliest due first."""
+
+_REMINDER_DUES: dict[tuple[ZoneInfo, tuple[int, ...]], dict[datetime, _ReminderDues]] = {}
+_REMINDER_DUES_LIMIT = 16384
+
+
+def _reminder_table(zone: ZoneInfo, offsets: tuple[int, ...]) -> dict[datetime, _ReminderDues]:
+    """Reminder due times by expiry instant, kept across calls: they are a pure function of the instant, the
+    zone and the offsets, and lots share a few expiry instants (local midnights). Aware date-times hash and
+    compare as instants, so one entry serves every offset an instant is written in. Bounded: cleared when full
+    (expiries clamped to event times are arbitrary instants)."""
+    table = _REMINDER_DUES.get((zone, offsets))
+    if table is None:
+        table = _REMINDER_DUES[(zone, offsets)] = {}
+    elif len(table) >= _REMINDER_DUES_LIMIT:
+        table.clear()
+    return table
+
+
+def _reminder_dues(table: dict[datetime, _ReminderDues], expires_at: datetime, zone: ZoneInfo,
+                   offsets: tuple[int, ...]) -> _ReminderDues:
+    dues = table.get(expires_at)
+    if dues is None:
+        dues = table[expires_at] = tuple((n, reminder_due(expires_at, n, zone)) for n in offsets)
+    return dues
+
+
+def _pending(state: CustomerState, program: Program, until: datetime | None) -> list[Transition]:
     """Every pending transition due at or before `until` (all when None), unordered."""
     known = facts(program)
     zone = known.zone
@@ -104,30 +133,34 @@ def _pending(state: CustomerState, program: Program, until: datetime | None) -> 
     if until is not None:
         until = fixed(until)  # compared with every lot: see engine.times
     reminders_until = None if until is None or not offsets else until + known.reminder_horizon
-    group_dues: dict[datetime, list[tuple[int, datetime]]] = {}
+    table = _reminder_table(zone, offsets) if offsets else None
     reminded: set[tuple[datetime, int]] = set()
+    pending: list[Transition] = []
+    add = pending.append
     for lot in state.lots:
         if lot.remaining <= ZERO:
             continue
         if lot.promised and lot.available_at is not None and (until is None or lot.available_at <= until):
-            yield Transition(lot.available_at, CONVERT, lot.lot_id, lot)
+            add(Transition(lot.available_at, CONVERT, lot.lot_id, lot))
         expires_at = lot.expires_at
         if expires_at is None:
             continue
         if until is None or expires_at <= until:
-            yield Transition(expires_at, EXPIRE, lot.lot_id, lot)
-        if not offsets or (reminders_until is not None and expires_at > reminders_until):
+            add(Transition(expires_at, EXPIRE, lot.lot_id, lot))
+        if table is None or (reminders_until is not None and expires_at > reminders_until):
             continue
-        group = expires_at  # aware date-times hash and compare as instants: one group per expiry instant
-        dues = group_dues.get(group)
-        if dues is None:  # lots share expiry instants (local midnights): compute once per group
-            dues = group_dues[group] = [(n, reminder_due(expires_at, n, zone)) for n in offsets]
+        dues = table.get(expires_at)
+        if dues is None:
+            dues = _reminder_dues(table, expires_at, zone, offsets)
         for n, due in dues:
-            if (until is not None and due > until) or (group, n) in reminded:
-                continue
-            if _reminder_applies(lot, n, due):
-                reminded.add((group, n))
-                yield Transition(due, REMIND, stamp(expires_at), lot, n)
+            # `_reminder_applies`, then once per expiry group (aware date-times hash and compare as instants)
+            if (
+                (until is None or due <= until) and n not in lot.reminded and lot.earned_at < due < expires_at
+                and (expires_at, n) not in reminded
+            ):
+                reminded.add((expires_at, n))
+                add(Transition(due, REMIND, stamp(expires_at), lot, n))
+    return pending
 
 
 def may_be_due(fx: Effects, until: datetime) -> bool:
@@ -141,23 +174,89 @@ def may_be_due(fx: Effects, until: datetime) -> bool:
     return expiry is not None and expiry - facts(fx.program).reminder_horizon <= until
 
 
+_BY_DUE = attrgetter("at", "order", "key", "days_before")
+_AT = attrgetter("at")
+
+
+def _utc(transition: Transition) -> datetime:
+    return transition.at.astimezone(UTC)
+
+
+def _in_order(state: CustomerState, program: Program, until: datetime | None) -> tuple[list[Transition], bool]:
+    """`transitions`, and whether their due times all have a fixed-offset `timezone` (what the engine computes
+    and decodes: `engine.times`). Those compare and test equal exactly as their UTC times do (no DST fold), so
+    they sort by `_BY_DUE` in the very order `Transition.sort_key` gives, and group by instant, without a
+    conversion and a Python call per transition. Any other time zone takes `sort_key`."""
+    pending = _pending(state, program, until)
+    fixed_offsets = all(type(t.at.tzinfo) is timezone for t in pending)
+    if len(pending) > 1:
+        pending.sort(key=_BY_DUE if fixed_offsets else Transition.sort_key)
+    return pending, fixed_offsets
+
+
 def transitions(state: CustomerState, program: Program, until: datetime | None = None) -> list[Transition]:
     """Every pending transition (due at or before `until` when given), in the order they must apply."""
-    return sorted(_pending(state, program, until), key=Transition.sort_key)
+    return _in_order(state, program, until)[0]
+
+
+def _batches(state: CustomerState, program: Program, until: datetime) -> Iterator[list[Transition]]:
+    """`transitions` cut into the batches due at one instant (taken before the first batch applies)."""
+    pending, fixed_offsets = _in_order(state, program, until)
+    for _, group in groupby(pending, key=_AT if fixed_offsets else _utc):
+        yield list(group)
 
 
 def next_transition(state: CustomerState, program: Program) -> Due | None:
     """The earliest pending transition; a conversion due at that instant makes it a DelayedAccrual. A parked
     activity that its window lets go (`parking.next_give_up`) is due as a PointsExpiry (an evaluation with
-    nothing of its own to do) when nothing else is due before it."""
-    first = min(_pending(state, program, None), key=Transition.sort_key, default=None)
+    nothing of its own to do) when nothing else is due before it.
+
+    It runs for every changed customer of every batch, so it is one pass over the lots keeping the least
+    (instant, order, lot id) seen, without building transitions: the choice `min(_pending(...),
+    key=Transition.sort_key)` makes (date-times compared directly, as `_pending` compares them with `until`:
+    instants for the engine's fixed offsets, `engine.times`; ties to the lower order, then lot id, then the
+    first seen). Reminders need neither the dedupe per expiry group (a repeat has the same sort key) nor their
+    key: reminders due at one instant are the same value (`reminder_due`: the zone's shared offset).
+    """
+    known = facts(program)
+    offsets = known.reminder_offsets
+    zone = known.zone
+    table = _reminder_table(zone, offsets) if offsets else None
+    at: datetime | None = None  # the earliest so far: its time, order and (conversion, expiry) lot id
+    order = EXPIRE
+    lot_id = ""
+    for lot in state.lots:
+        if lot.remaining <= ZERO:
+            continue
+        if lot.promised:
+            available = lot.available_at
+            if available is not None and (
+                at is None or available < at
+                or (not at < available and (order != CONVERT or lot.lot_id < lot_id))
+            ):
+                at, order, lot_id = available, CONVERT, lot.lot_id
+        expires_at = lot.expires_at
+        if expires_at is None:
+            continue
+        if at is None or expires_at < at or (not at < expires_at and order == EXPIRE and lot.lot_id < lot_id):
+            at, order, lot_id = expires_at, EXPIRE, lot.lot_id
+        if table is None or at is None:  # (`at` is set by now: the test is for the type checker)
+            continue
+        dues = table.get(expires_at)
+        if dues is None:
+            dues = _reminder_dues(table, expires_at, zone, offsets)
+        for n, due in dues:  # `_reminder_applies`, tested last: most dues are later than the earliest so far
+            if (
+                (due < at or (order == EXPIRE and not at < due))
+                and n not in lot.reminded and lot.earned_at < due < expires_at
+            ):
+                at, order = due, REMIND
     give_up = parking.next_give_up(state, program) if state.parked else None
-    if give_up is not None and (first is None or give_up < first.at):
+    if give_up is not None and (at is None or give_up < at):
         return Due(give_up, "PointsExpiry")
-    if first is None:
+    if at is None:
         return None
-    kind: DueKind = "DelayedAccrual" if first.order == CONVERT else "PointsExpiry"
-    return Due(first.at, kind)
+    return Due(at, "DelayedAccrual" if order == CONVERT else "PointsExpiry")
 
 
 def next_due(state: CustomerState, program: Program) -> datetime | None:
@@ -284,9 +383,7 @@ def _remind(fx: Effects, transition: Transition) -> None:
 
 def materialise(fx: Effects, until: datetime) -> None:
     """Apply every conversion, reminder and expiry due at or before `until`, in due-time order."""
-    pending = transitions(fx.state, fx.program, until)
-    for _, group in groupby(pending, key=lambda t: t.at.astimezone(UTC)):
-        batch = list(group)
+    for batch in _batches(fx.state, fx.program, until):
         converted = [
             (t.lot, convert(fx, t.lot, t.at, scheduled=True))
             for t in batch if t.order == CONVERT and t.lot.promised and t.lot.remaining > ZERO

@@ -53,9 +53,9 @@ class Lot:
     """Points returns claimed from this lot after they had been redeemed (forgiven, or charged to the
     balance), so a later reversal of that redemption neither charges nor hands them back twice."""
     stored: list[Any] | None = field(default=None, compare=False, repr=False)
-    """The codec's memo: [stored row, its JSON (or None), every field's value when stored]. While each field
-    still holds the very object stored, the lot is unchanged and encodes as that row (every field type is
-    immutable, so any change to a lot replaces an object)."""
+    """The codec's memo: [stored row, every field's value when stored]. While each field still holds the very
+    object stored, the lot is unchanged and encodes as that row (every field type is immutable, so any change
+    to a lot replaces an object)."""
 
     @property
     def spendable(self) -> bool:
@@ -301,12 +301,12 @@ def _fields(lot: Lot) -> tuple[Any, ...]:
 def _unchanged(lot: Lot, stored: list[Any]) -> bool:
     """Does every field still hold the object it held when `stored` was taken?"""
     return (
-        stored[2] is lot.lot_id and stored[3] is lot.points and stored[4] is lot.remaining
-        and stored[5] is lot.promised and stored[6] is lot.earned_at and stored[7] is lot.available_at
-        and stored[8] is lot.expires_at and stored[9] is lot.source_event_id and stored[10] is lot.origin
-        and stored[11] is lot.condition_code and stored[12] is lot.bill_number and stored[13] is lot.line_item_id
-        and stored[14] is lot.expiry_code and stored[15] is lot.rolling and stored[16] is lot.reminded
-        and stored[17] is lot.cap_keys and stored[18] is lot.shortfall
+        stored[1] is lot.lot_id and stored[2] is lot.points and stored[3] is lot.remaining
+        and stored[4] is lot.promised and stored[5] is lot.earned_at and stored[6] is lot.available_at
+        and stored[7] is lot.expires_at and stored[8] is lot.source_event_id and stored[9] is lot.origin
+        and stored[10] is lot.condition_code and stored[11] is lot.bill_number and stored[12] is lot.line_item_id
+        and stored[13] is lot.expiry_code and stored[14] is lot.rolling and stored[15] is lot.reminded
+        and stored[16] is lot.cap_keys and stored[17] is lot.shortfall
     )
 
 
@@ -323,42 +323,8 @@ def _lot_to(lot: Lot) -> list[Any]:
         lot.bill_number, lot.line_item_id, lot.expiry_code, lot.rolling, list(lot.reminded), list(lot.cap_keys),
         str(lot.shortfall),
     ]
-    lot.stored = [row, None, *_fields(lot)]
+    lot.stored = [row, *_fields(lot)]
     return row
-
-
-def _lots_json(lots: list[Lot]) -> list[Any]:
-    """`_lot_json` of every lot, with the unchanged check inlined (most lots are unchanged)."""
-    out: list[Any] = []
-    append = out.append
-    for lot in lots:
-        stored = lot.stored
-        if (
-            stored is not None and stored[1] is not None and stored[4] is lot.remaining
-            and stored[5] is lot.promised and stored[7] is lot.available_at and stored[8] is lot.expires_at
-            and stored[16] is lot.reminded and stored[17] is lot.cap_keys and stored[18] is lot.shortfall
-            and stored[2] is lot.lot_id and stored[3] is lot.points and stored[6] is lot.earned_at
-            and stored[9] is lot.source_event_id and stored[10] is lot.origin and stored[11] is lot.condition_code
-            and stored[12] is lot.bill_number and stored[13] is lot.line_item_id and stored[14] is lot.expiry_code
-            and stored[15] is lot.rolling
-        ):
-            append(stored[1])
-        else:
-            append(_lot_json(lot))
-    return out
-
-
-def _lot_json(lot: Lot) -> Any:
-    """The lot's row as pre-serialised JSON (`orjson.Fragment`), kept with the lot while it is unchanged."""
-    stored = lot.stored
-    if stored is None or not _unchanged(lot, stored):
-        _lot_to(lot)
-        stored = lot.stored
-        assert stored is not None
-    fragment = stored[1]
-    if fragment is None:
-        fragment = stored[1] = _Fragment(orjson.dumps(stored[0]))
-    return fragment
 
 
 @lru_cache(maxsize=65536)
@@ -391,7 +357,7 @@ def _lots_from(rows: list[list[Any]]) -> list[Lot]:
         remaining = points if row[2] == row[1] else Decimal(row[2])
         values = (row[0], points, remaining, row[3], earned_at, available_at, expires_at, row[7],
                   row[8], row[9], row[10], row[11], row[12], row[13], reminded, cap_keys, shortfall)
-        append(Lot(*values, [row, None, *values]))
+        append(Lot(*values, [row, *values]))
     return lots
 
 
@@ -454,9 +420,9 @@ def _rows(items: MutableMapping[str, V], encode: Callable[[V], Any]) -> dict[str
     return {key: encode(value) for key, value in items.items()}
 
 
-def state_to_dict(state: CustomerState, lots: list[Any] | None = None) -> dict[str, Any]:
-    """The stored form of a customer (plain JSON data); `lots` replaces the lots' rows (`state_to_json`).
-    Parked activities are stored (as their canonical JSON and source) only when there are any."""
+def state_to_dict(state: CustomerState) -> dict[str, Any]:
+    """The stored form of a customer (plain JSON data). Parked activities are stored (as their canonical JSON
+    and source) only when there are any."""
     data: dict[str, Any] = {
         "v": 1,
         "customer_id": state.customer_id,
@@ -467,7 +433,7 @@ def state_to_dict(state: CustomerState, lots: list[Any] | None = None) -> dict[s
         "membership_end": None if state.membership_end is None else state.membership_end.isoformat(),
         "custom_fields": {k: _jsonable(v) for k, v in state.custom_fields.items()},
         "extended_fields": {k: _jsonable(v) for k, v in state.extended_fields.items()},
-        "lots": [_lot_to(lot) for lot in state.lots] if lots is None else lots,
+        "lots": [_lot_to(lot) for lot in state.lots],
         "debt": _d(state.debt),
         "lifetime_earned": _d(state.lifetime_earned),
         "lifetime_purchases": _d(state.lifetime_purchases),
@@ -521,20 +487,8 @@ def state_from_dict(data: dict[str, Any]) -> CustomerState:
     )
 
 
-_Fragment: Any = getattr(orjson, "Fragment", None)
-
-
-def state_to_json(state: CustomerState, *, keep_rows: bool = False) -> bytes:
-    """`orjson.dumps(state_to_dict(state))`, faster: unchanged lots are written as the rows they were stored
-    as, and bills and redemptions never decoded as their stored rows.
-
-    `keep_rows` (for a state object that is kept and encoded again after its next activity: the processor's
-    state cache): unchanged lots are written as the JSON they were serialised to last time, and the bills
-    and redemptions are held as their rows afterwards (decoded again on access).
-    """
-    fragments = keep_rows and _Fragment is not None  # orjson < 3.9.12 has no pre-serialised fragments
-    data = state_to_dict(state, lots=_lots_json(state.lots) if fragments else None)
-    if keep_rows:
-        state.bills = StoredRows(data["bills"], _bill_from)
-        state.redemptions = StoredRows(data["redemptions"], _redemption_from)
-    return orjson.dumps(data)
+def state_to_json(state: CustomerState) -> bytes:
+    """`orjson.dumps(state_to_dict(state))`: unchanged lots are written as the rows they were stored as, and
+    bills and redemptions never decoded as those rows. (Keeping each lot's serialised JSON with cached states
+    measured no faster: checking a lot is unchanged costs about what serialising its row does.)"""
+    return orjson.dumps(state_to_dict(state))

@@ -61,9 +61,9 @@ def state_key(program_id: str, customer_id: str) -> bytes:
     return f"{program_id}|{customer_id}".encode()
 
 
-def encode_state(state: CustomerState, *, keep_rows: bool = False) -> bytes:
+def encode_state(state: CustomerState) -> bytes:
     """The state's bytes as the store keeps them (right-sized: the store holds every customer's)."""
-    return right_sized(state_to_json(state, keep_rows=keep_rows))
+    return right_sized(state_to_json(state))
 
 
 def decode_state(raw: bytes) -> CustomerState:
@@ -174,7 +174,7 @@ class ActivityProcessor:
             if cache is not None and cached is not None:
                 cache.move_to_end(skey)
             return processed
-        processed.state = encode_state(outcome.state, keep_rows=cache is not None)
+        processed.state = encode_state(outcome.state)
         if cache is not None:
             cache[skey] = (processed.state, outcome.state)
             cache.move_to_end(skey)

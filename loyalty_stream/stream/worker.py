@@ -71,11 +71,7 @@ log = logging.getLogger(__name__)
 CUSTOMER_TABLE = "customers"
 #: Batches processed but not yet complete; processing waits beyond this (memory bound, backpressure).
 MAX_BATCHES_IN_FLIGHT = 8
-#: Decoded states the processor keeps (its `state_cache`): the frequent customers, whose states are the
-#: largest to decode. A hit needs the exact bytes the worker reads back (batch, `_pending` or the table), so
-#: a state dropped on a rebalance, or restored from the changelog, is decoded afresh. Kept small: cached
-#: states are long-lived objects the garbage collector walks, and 4,096 was slower than none at 100k.
-STATE_CACHE = 1024
+
 
 def store_options(settings: Settings) -> dict[str, Any] | None:
     """Table store options: RocksDB's memory bounded by the settings (Faust's defaults allow a 2 GiB block
@@ -163,7 +159,7 @@ class LoyaltyWorker:
         self.settings = settings
         self.registry = registry
         self.catalogue = catalogue or load_catalogue(settings.catalogue_path, partitions=settings.partitions)
-        self.processor = ActivityProcessor(registry, state_cache=STATE_CACHE)
+        self.processor = ActivityProcessor(registry, state_cache=settings.state_cache)
         self.after_process = after_process
         self.clock = clock
         #: Records the engine has processed / whose outputs, state and ack are done; monotonic timestamps.

@@ -49,7 +49,6 @@ def test_fast_encoding_is_the_plain_encoding(stored_states: list[bytes]) -> None
     for raw in stored_states:
         state = decode_state(raw)
         assert state_to_json(state) == orjson.dumps(state_to_dict(state)) == raw
-        assert state_to_json(state, keep_rows=True) == raw == state_to_json(state, keep_rows=True)
         assert state_from_dict(orjson.loads(raw)) == state
 
 
@@ -62,15 +61,14 @@ CHANGES: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("keep_rows", [False, True])
 @pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(Lot) if f.compare])
-def test_a_changed_lot_field_is_encoded_afresh(stored_states: list[bytes], name: str, keep_rows: bool) -> None:
+def test_a_changed_lot_field_is_encoded_afresh(stored_states: list[bytes], name: str) -> None:
     raw = stored_states[-1]
     state = decode_state(raw)
-    state_to_json(state, keep_rows=keep_rows)  # the lots now carry their stored row (and JSON)
+    state_to_json(state)  # the lots now carry their stored row
     lot = state.lots[0]
     setattr(lot, name, CHANGES[name])
-    encoded = state_to_json(state, keep_rows=keep_rows)
+    encoded = state_to_json(state)
     assert encoded == orjson.dumps(state_to_dict(state)) != raw
     assert getattr(decode_state(encoded).lots[0], name) == CHANGES[name]
 
@@ -110,19 +108,8 @@ def test_rows_are_never_changed_by_decoding_them(stored_states: list[bytes]) -> 
     state = state_from_dict(data)
     assert state == state_from_dict(orjson.loads(before))  # decodes every bill and redemption
     state.lots[0].remaining += Decimal(1)
-    state_to_json(state, keep_rows=True)
+    state_to_json(state)
     assert orjson.dumps(data) == before
-
-
-def test_keep_rows_holds_bills_and_redemptions_as_their_rows(stored_states: list[bytes]) -> None:
-    state = decode_state(stored_states[-1])
-    fresh = decode_state(stored_states[-1])
-    next(iter(state.bills.values())).returned_amount += Decimal(2)
-    encoded = state_to_json(state, keep_rows=True)
-    assert isinstance(state.bills, StoredRows)
-    assert all(type(v) is list for v in state.bills.peek_all().values())
-    assert state_to_json(state) == encoded
-    assert state.bills != fresh.bills and decode_state(encoded) == state
 
 
 # The processor's cache of decoded states -------------------------------------------------------------------
