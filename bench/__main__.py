@@ -1,6 +1,6 @@
 """`make bench`: every benchmark in one run on the embedded broker; a table on stdout and a JSON file.
 
-    .venv/bin/python -m bench             # 100k activities over 50k customers (about 6-8 minutes on 2 cores)
+    .venv/bin/python -m bench             # 100k activities over 50k customers (about 4 minutes on 2 cores)
     .venv/bin/python -m bench --quick     # 20k activities over 10k customers, shorter latency run
     .venv/bin/python -m bench --skip engine,memory --out /tmp/run.json
 
