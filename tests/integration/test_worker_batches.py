@@ -345,3 +345,10 @@ async def test_full_redelivery_into_the_restored_table_adds_nothing(
     ledger = nothing_more.value.records
     assert len(ledger) == len({r.value["entry_id"] for r in ledger}) == entries
     await check_outputs(loyalty_settings, dict(expected), dict(count))
+
+
+async def test_the_worker_takes_its_state_cache_size_from_the_settings(loyalty_settings: Settings) -> None:
+    worker = LoyaltyWorker(loyalty_settings.model_copy(update={"state_cache": 3}), ProgramRegistry([PROGRAM]))
+    assert worker.processor.state_cache == 3
+    default = LoyaltyWorker(loyalty_settings, ProgramRegistry([PROGRAM]))
+    assert default.processor.state_cache == loyalty_settings.state_cache
