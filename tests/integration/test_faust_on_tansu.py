@@ -4,6 +4,12 @@ It proves the configuration in ``loyalty_stream.stream.faust_settings`` (read it
 findings): an agent over a co-partitioned input topic, a Table of orjson bytes reassigned on every update,
 sends to an output topic and to the dead-letter topic, started in-process in the test's event loop; and a
 second app with the same id restores the table from the changelog and resumes from committed offsets.
+
+The apps are the worker's `LoyaltyApp` (Faust's own agent path, with the worker's consumer). With a plain
+`faust.App` the restart test once waited in vain for the record produced between the two runs (one full
+suite in many): Faust drops records fetched while table recovery pauses their partition, and only a seek it
+happens to make afterwards fetches them again; the worker's consumer seeks back to them itself
+(`stream/transport.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import pytest
 
 from loyalty_stream.settings import Settings
 from loyalty_stream.stream.faust_settings import EMBEDDED_BROKER_OVERRIDES, faust_config, for_embedded_broker
+from loyalty_stream.stream.transport import LoyaltyApp
 from tests.fixtures.cluster import Cluster, consume_until, produce, produce_many, running_app
 
 pytestmark = pytest.mark.integration
@@ -27,7 +34,7 @@ STARTUP_BUDGET_S = 15.0
 
 def build_counter_app(settings: Settings) -> tuple[faust.App, Any]:
     """transaction-add -> per-customer count/total in a Table -> ledger (bad JSON -> dead-letter)."""
-    app = faust.App(**faust_config(settings))
+    app = LoyaltyApp(**faust_config(settings))
     source = app.topic(settings.topic("transaction-add"), key_type=bytes, value_type=bytes)
     ledger = app.topic(settings.topic("ledger"), key_type=bytes, value_type=bytes)
     dead_letter = app.topic(settings.topic("dead-letter"), key_type=bytes, value_type=bytes)
