@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -37,6 +38,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -78,6 +80,8 @@ class Cluster:
 
     bootstrap: str = ""
     redis_url: str = ""
+    broker_pid: int | None = None
+    """The embedded broker's process (None for a broker given by address)."""
     #: Settings for every run (e.g. group timeouts a real Kafka accepts); Tansu's short ones otherwise.
     overrides: dict[str, Any] = field(default_factory=dict)
     _stops: list[Any] = field(default_factory=list)
@@ -86,6 +90,7 @@ class Cluster:
         if not self.bootstrap:
             broker = EmbeddedBroker()
             self.bootstrap = broker.start()
+            self.broker_pid = broker.pid
             self._stops.append(broker.stop)
         if not self.redis_url:
             server = EmbeddedRedis()
@@ -368,6 +373,17 @@ async def _serve_worker(settings_json: str) -> None:
         await redis.aclose()
 
 
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far, from /proc (None where there is no /proc)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(sorted_values: Sequence[float], share: float) -> float | None:
     """Nearest-rank percentile; None when it falls on an activity that never got its balance change."""
     index = min(len(sorted_values) - 1, max(0, round(share * (len(sorted_values) - 1))))
@@ -423,6 +439,8 @@ async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, 
                         arrived.setdefault(cause, now)
 
         collector = asyncio.create_task(collect())
+        pids = {"worker": child.pid, "broker": cluster.broker_pid, "load_generator": os.getpid()}
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         started = time.perf_counter()
         index = 0
         while index < total:
@@ -442,6 +460,11 @@ async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, 
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
+        elapsed = time.perf_counter() - started
+        cores: dict[str, float | None] = {}
+        for name, pid in pids.items():
+            before, after = cpu_before[name], _cpu_seconds(pid)
+            cores[name] = None if before is None or after is None else round((after - before) / elapsed, 2)
     finally:
         child.stdin.close()
         await producer.stop()
@@ -477,6 +500,7 @@ async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, 
         "max_ms": round(finite[-1], 1) if finite else None,
         "mean_ms": round(statistics.fmean(finite), 1) if finite else None,
         f"p99_ms_per_{LATENCY_WINDOW_S:g}_s": [_percentile(sorted(v), 0.99) for _, v in sorted(windows.items())],
+        "cpu_cores": cores,  # CPU seconds per second of the run: who uses the two cores
     }
 
 

@@ -80,6 +80,11 @@ class ManagedServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self.running and self._process is not None else None
+
     def start(self) -> str:
         """Start the server and block until it answers; return its address. A picked port is retried."""
         if self.running:

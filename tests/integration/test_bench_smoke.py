@@ -44,6 +44,12 @@ async def test_harness_functions_give_sane_figures_and_correct_outputs(
     latency = await broker_bench.latency(bench_cluster, rate=50, seconds=2, warmup=1, customers=100)
     assert latency["measured"] > 0 and latency["arrived"] > 0
     assert latency["p50_ms"] is not None and 0 < latency["p50_ms"] <= latency["max_ms"]
+    assert latency["p99_ms_per_5_s"] and all(p is not None for p in latency["p99_ms_per_5_s"])
+    cores = latency["cpu_cores"]
+    assert set(cores) == {"worker", "broker", "load_generator"}
+    if Path("/proc/self/stat").exists():  # CPU shares are read from /proc
+        assert cores["worker"] > 0 and cores["load_generator"] > 0
+        assert (cores["broker"] is None) == (bench_cluster.broker_pid is None)
 
 
 def test_make_bench_writes_the_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
