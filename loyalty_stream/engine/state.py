@@ -361,10 +361,6 @@ def _lots_from(rows: list[list[Any]]) -> list[Lot]:
     return lots
 
 
-def _lot_from(row: list[Any]) -> Lot:
-    return _lots_from([row])[0]
-
-
 def _bill_to(bill: Bill) -> list[Any]:
     return [bill.event_id, _t(bill.event_time), _d(bill.amount), _d(bill.returned_amount), bill.fully_returned,
             [[i.item_id, i.sku, _d(i.amount), _d(i.quantity), _d(i.returned_quantity), _d(i.returned_amount)]
