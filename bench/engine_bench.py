@@ -8,6 +8,8 @@ Each function returns a dict of figures, so `make bench` can merge them with the
 * `replay`: `replay.runner.replay` over the encoded records: activity decode, engine and output encode per
   record; customer states stay objects between records (the replay's object store) and are encoded once at
   the end (`final_states_encode_cpu_seconds`, not in the rate).
+* `replay_parallel`: the same replay over customer shards in one process per CPU (`replay.shards`), as
+  `loyalty-stream replay` runs it: wall-clock activities/s, checked to give the one-process ledger.
 * `memory`: the memory store after the replay (customer states as orjson bytes in a dict), measured with
   tracemalloc and scaled to 100k customers; also the same states as decoded objects.
 """
@@ -32,7 +34,8 @@ from loyalty_stream.events.activities import activity_adapter
 from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.events.outputs import SourceRef
 from loyalty_stream.program.loader import ProgramRegistry
-from loyalty_stream.replay.runner import Record, replay
+from loyalty_stream.replay.runner import Record, ReplayResult, replay
+from loyalty_stream.replay.shards import available_jobs, jobs_for
 from loyalty_stream.stream.processor import decode_state
 
 Figures = dict[str, Any]
@@ -79,8 +82,8 @@ def engine(records: Sequence[Record], registry: ProgramRegistry) -> Figures:
     }
 
 
-def replay_figures(records: Sequence[Record], registry: ProgramRegistry) -> tuple[Figures, dict[bytes, bytes]]:
-    """Offline replay activities/s over the encoded records; also returns the final state store."""
+def replay_figures(records: Sequence[Record], registry: ProgramRegistry) -> tuple[Figures, ReplayResult]:
+    """Offline replay activities/s over the encoded records (one process); also returns its result."""
     gc.collect()
     started, cpu = time.perf_counter(), time.process_time()
     result = replay(records, registry)
@@ -99,7 +102,26 @@ def replay_figures(records: Sequence[Record], registry: ProgramRegistry) -> tupl
         "state_bytes_mean": round(sum(sizes) / len(sizes)),
         "state_bytes_max": max(sizes),
     }
-    return figures, result.states
+    return figures, result
+
+
+def parallel_replay_figures(records: Sequence[Record], registry: ProgramRegistry, sequential: ReplayResult,
+                            jobs: int | None = None) -> Figures:
+    """The replay in customer shards over `jobs` processes (default: one per CPU): wall-clock activities/s,
+    from the first record to the merged ledger (final states not kept, as `loyalty-stream replay` does), and
+    whether that ledger is the one-process replay's."""
+    jobs = jobs or available_jobs()
+    gc.collect()
+    started = time.perf_counter()
+    result = replay(records, registry, jobs=jobs, keep_states=False)
+    wall = time.perf_counter() - started
+    return {
+        "jobs": jobs_for(len(records), jobs),
+        "seconds": round(wall, 3),
+        "activities_per_s": round(result.activities / wall),
+        "speedup_over_one_process_wall": round(sequential.seconds / wall, 2),
+        "same_ledger_as_one_process": result.ledger == sequential.ledger,
+    }
 
 
 def memory(states: dict[bytes, bytes]) -> Figures:
@@ -135,9 +157,10 @@ def run(activities: int = 100_000, customers: int = 50_000, seed: int = 7, days:
                      **workload.kinds(records)},
         "engine": engine(records, registry),
     }
-    results["replay"], states = replay_figures(records, registry)
+    results["replay"], sequential = replay_figures(records, registry)
+    results["replay_parallel"] = parallel_replay_figures(records, registry, sequential)
     if with_memory:
-        results["memory"] = memory(states)
+        results["memory"] = memory(sequential.states)
     return results
 
 

@@ -73,7 +73,7 @@ def rss_bytes(*, settle: bool = True) -> int:
 def partition_of(state_key: bytes, partitions: int = PARTITIONS) -> int:
     """The table partition of a state: its customer's input partition (the key is `program|customer`)."""
     customer = state_key.split(b"|", 1)[-1]
-    return (murmur2(customer) & 0x7FFFFFFF) % partitions
+    return int((murmur2(customer) & 0x7FFFFFFF) % partitions)
 
 
 def _dir_bytes(path: Path, suffix: str = "") -> int:
@@ -282,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
 
         records = workload.generate(args.activities, args.customers or max(1, args.activities // 2),
                                     seed=args.seed)
-        _, states = engine_bench.replay_figures(records, workload.load_registry())
+        _, result = engine_bench.replay_figures(records, workload.load_registry())
         del records
-        figures = rocksdb_memory(states, **options)
+        figures = rocksdb_memory(result.states, **options)
     if args.json:
         sys.stdout.write(orjson.dumps(figures).decode() + "\n")
     else:

@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--program", action="append", help="program file(s) to evaluate with")
     replay.add_argument("--out", help="write the resulting ledger as JSON lines here")
     replay.add_argument("--compare", action="store_true", help="diff against the live ledger topic")
+    replay.add_argument("-j", "--jobs", type=int, default=0,
+                        help="processes replaying customer shards in parallel (default: one per CPU)")
     replay.set_defaults(func=cmd_replay)
     return parser
 

@@ -128,4 +128,5 @@ def test_the_benchmarks_run_and_report_figures() -> None:
     assert results["engine"]["ledger_entries"] == results["replay"]["ledger_entries"] > 0
     assert results["engine"]["activities_per_s"] > 0 and results["replay"]["activities_per_s"] > 0
     assert results["memory"]["bytes_store_mb_per_100k"] > 0
+    assert results["replay_parallel"]["same_ledger_as_one_process"] is True
     assert "engine" in engine_bench._table(results)
