@@ -32,6 +32,7 @@ from loyalty_stream.scheduler import (
 )
 from loyalty_stream.scheduler.due_index import due_key, kind_key
 from loyalty_stream.scheduler.runner import lock_key
+from loyalty_stream.stream.due_recorder import DueRecorder
 
 pytestmark = pytest.mark.integration
 
@@ -142,6 +143,30 @@ async def test_rebuild_from_the_customer_table(redis: Redis, prefix: str) -> Non
     assert await redis.hkeys(kind_key(prefix)) == [b"default|due"]
     assert await rebuild_due_index(redis, prefix, [idle], registry, replace=True) == 0
     assert await redis.exists(due_key(prefix), kind_key(prefix)) == 0
+
+
+async def test_the_worker_s_due_recorder_writes_its_notes_in_one_flush(redis: Redis, prefix: str) -> None:
+    """Notes of many customers (a due time, or nothing due) reach the index in one flush; later notes win."""
+    program = make_program()
+    recorder = DueRecorder(redis, prefix, ProgramRegistry([program]))
+    states = [purchase_state(program, f"c{i}", f"2024-09-{10 + i}T15:00:00+01:00") for i in range(5)]
+    for state in states:
+        recorder.note(state)
+    recorder.note(CustomerState(customer_id="idle", program_id="default"))
+    recorder.note(CustomerState(customer_id="x", program_id="unknown-program"))  # not noted
+    await record_due(redis, prefix, "default", "idle", T0)  # stale
+    assert await recorder.flush() == 6
+    for i in range(5):
+        assert await read_due(redis, prefix, "default", f"c{i}") == (
+            datetime(2024, 9, 11 + i, 23, tzinfo=UTC), "DelayedAccrual")
+    assert await read_due(redis, prefix, "default", "idle") is None
+    states[0].lots.clear()
+    states[1].lots.clear()
+    recorder.note(states[0])
+    recorder.note(states[1])
+    assert await recorder.flush() == 2 and await recorder.flush() == 0
+    assert sorted(await redis.zrange(due_key(prefix), 0, -1)) == [b"default|c2", b"default|c3", b"default|c4"]
+    assert sorted(await redis.hkeys(kind_key(prefix))) == [b"default|c2", b"default|c3", b"default|c4"]
 
 
 # Ticks -----------------------------------------------------------------------------------------------------
