@@ -143,7 +143,10 @@ def _sources(fx: Effects, action: AllocateAction, info: allocation.EarnInfo, act
         each = [points(ZERO) for _ in units]
         return sum(each, ZERO), sum(each, ZERO), each, each
     modes = action.tender_modes
-    allowed = amounts if scope is None else [u.amount * scope.factor(fx, u, modes) for u in units]
+    if scope is None or not scope.amount_caps(fx):
+        allowed = amounts  # no tender or tracker cap: every factor is 1 (and x * 1 is x, exponent included)
+    else:
+        allowed = [u.amount * scope.factor(fx, u, modes) for u in units]
     allowed_total = sum(allowed, ZERO)
     scale = ONE
     if source_cap is not None and allowed_total > source_cap:
@@ -221,12 +224,13 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     # Every lot of one action shares the condition and the event time, hence one expiry for all of them.
     expires_at, expiry_code, rolling = expiry.assign_expiry(fx, condition.expiry)
     lots = []
+    position = str(index)  # id parts as text (None as ""): what `derive_id` makes of them, without converting
     for unit, want, got in zip(units, desired_shares, awarded_shares, strict=True):
         if got <= ZERO:
             continue
         lots.append(fx.credit(
             points=got,
-            key=(*prefix, rule.name, index, condition.code, unit.item_id),
+            key=(*prefix, rule.name, position, condition.code, unit.item_id or ""),
             promised=delay is not None,
             available_at=available_at,
             expires_at=expires_at,

@@ -204,9 +204,6 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
     about the activity, and the ledger entry of the promise already carries the expiry.
     """
     code = code or fx.program.default_expiry
-    condition = condition_of(fx.program, code)
-    if condition is None:
-        return None, code, False
     tier = _tier(fx)
     memo: dict[Any, Any] | None = None
     if transaction_fields is None:
@@ -216,8 +213,11 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
         known: tuple[datetime | None, str | None, bool] | None = memo.get(("expiry", code, tier))
         if known is not None:
             return known
-        if isinstance(fx.activity, act.TransactionAdd):
-            transaction_fields = dict(fx.activity.payload.extended_fields)
+    condition = condition_of(fx.program, code)
+    if condition is None:
+        return None, code, False
+    if memo is not None and isinstance(fx.activity, act.TransactionAdd):
+        transaction_fields = dict(fx.activity.payload.extended_fields)
     expires_at = compute_expiry(
         condition, earned=fx.at, now=fx.at, tier=tier, zone=fx.program.zone, state=fx.state,
         transaction_fields=transaction_fields,

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
+_EMPTY = blake2b(digest_size=10)
+"""A hasher over nothing, never updated itself: copying it is cheaper than building one (keyword parsing)."""
+
 
 def derive_id(prefix: str, *parts: object) -> str:
     """`prefix-` + 20 hex chars of a hash over the parts; the same inputs always give the same id.
 
-    Parts are joined as text with a unit separator (None as the empty string)."""
-    raw = "\x1f".join([p if p.__class__ is str else ("" if p is None else str(p)) for p in parts])
-    return prefix + "-" + blake2b(raw.encode(), digest_size=10).hexdigest()
+    Parts are joined as text with a unit separator (None as the empty string). Most ids have only text parts,
+    which `str.join` takes as they are (for the project's `StrEnum`s too: their text is their `str()`); other
+    parts raise TypeError there and are converted one by one (callers pass text where they can: it is cheaper).
+    """
+    try:
+        raw = "\x1f".join(parts)  # type: ignore[arg-type]  # not all text: TypeError, handled below
+    except TypeError:
+        raw = "\x1f".join([p if p.__class__ is str else ("" if p is None else str(p)) for p in parts])
+    digest = _EMPTY.copy()
+    digest.update(raw.encode())
+    return prefix + "-" + digest.hexdigest()

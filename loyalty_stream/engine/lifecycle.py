@@ -374,9 +374,9 @@ def _remind(fx: Effects, transition: Transition) -> None:
         lot.reminded = (*lot.reminded, n)
     points = sum((lot.remaining for lot in group), ZERO)
     synthetic = _synthetic(state, due, "PointsExpiry", derive_id("rm", state.program_id, state.customer_id,
-                                                                 transition.key, n))
+                                                                 transition.key, str(n)))
     with acting_as(fx, synthetic):
-        fx.notify(program.reminders.channel, program.reminders.template, ("reminder", transition.key, n),
+        fx.notify(program.reminders.channel, program.reminders.template, ("reminder", transition.key, str(n)),
                   points=f"{points:f}", expires_on=expiry_date(expires_at, program.zone).isoformat(),
                   days_before=str(n))
 

@@ -99,13 +99,16 @@ def prune(fx: Effects, now: datetime) -> None:
                 kept_bills[number] = bill[0] if type(bill) is list else bill.event_id
     else:
         kept_bills = {number: bill[0] if type(bill) is list else bill.event_id for number, bill in bills.items()}
+    empty = [lot for lot in state.lots if lot.remaining <= ZERO]
+    redemptions = raw(state.redemptions)
+    if not empty and not redemptions:
+        return  # no lot to drop and no redemption to look at (about half the time): skip the lot scans
     bill_lots = {
         lot.lot_id for lot in state.lots
         if lot.origin == "earn" and lot.bill_number is not None
         and kept_bills.get(lot.bill_number) == lot.source_event_id
     }
     needed = set(bill_lots)
-    redemptions = raw(state.redemptions)
     keep = known.redemption_keep
     horizon_r = None if keep is None else now - keep
     for rid, item in list(redemptions.items()):
@@ -120,7 +123,7 @@ def prune(fx: Effects, now: datetime) -> None:
             del state.redemptions[rid]
         else:
             needed.update(consumed)
-    dropped = [lot for lot in state.lots if lot.remaining <= ZERO and lot.lot_id not in needed]
+    dropped = [lot for lot in empty if lot.lot_id not in needed]
     if dropped:
         fx.forget(dropped)
         state.lots = [lot for lot in state.lots if lot.remaining > ZERO or lot.lot_id in needed]

@@ -56,9 +56,9 @@ def first_matching(fx: Effects, rule_set: RuleSet, activity: Any) -> Rule | None
 def _output_key(fx: Effects, rule: Rule, index: int) -> tuple[object, ...]:
     """Ids of notifications and coupons: unique across sets (and repeated tier changes) of one activity."""
     scope = fx.scope
-    if isinstance(scope, SetScope):
-        return (*scope.key_prefix, scope.name, rule.name, index)
-    return (rule.name, index)
+    if isinstance(scope, SetScope):  # the index as text, as `derive_id` writes it (text parts are cheaper)
+        return (*scope.key_prefix, scope.name, rule.name, str(index))
+    return (rule.name, str(index))
 
 
 def _notify(fx: Effects, action: NotifyAction, rule: Rule, activity: Any, index: int) -> None:

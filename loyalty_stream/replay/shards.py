@@ -146,8 +146,10 @@ def _collect_shards(workers: list[tuple[Any, Connection]], done: Any,
             try:
                 message: tuple[Any, ...] = receive.recv()
             except EOFError:
+                process = workers[shard][0]
+                process.join(timeout=5)  # its pipe closes just before it exits
                 raise RuntimeError(f"replay shard {shard} ended without a result "
-                                   f"(exit code {workers[shard][0].exitcode})") from None
+                                   f"(exit code {process.exitcode})") from None
             if message[0] != "ok":
                 raise RuntimeError(f"replay shard {shard} failed: {message[1]}")
             outcomes[shard] = cast(ShardOutcome, message[1:])
