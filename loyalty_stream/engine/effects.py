@@ -45,6 +45,7 @@ _SCALES = {exponent: Decimal(1).scaleb(exponent) for exponent in range(-30, 1)}
 
 _PROBES = tuple((exponent, Decimal(1).scaleb(exponent)) for exponent in (-2, 0, -1, -3))
 """The usual exponents of points (2 decimals, whole points, 1 or 3 decimals), most frequent first."""
+_CENTS = Decimal("0.01")
 
 
 def _exponent(value: Decimal) -> int:
@@ -179,16 +180,21 @@ class Effects:
             counts = {}
             for lot in self.state.lots:
                 if lot.promised == promised:
-                    exponent = _exponent(lot.remaining)
+                    remaining = lot.remaining
+                    # `_exponent`, its most frequent case inline (this visits every lot of the bucket)
+                    exponent = -2 if remaining.same_quantum(_CENTS) else _exponent(remaining)
                     counts[exponent] = counts.get(exponent, 0) + 1
             self.exponents[1 if promised else 0] = counts
         return counts
 
-    def _recount(self, promised: bool, old: Decimal | None, new: Decimal | None) -> None:
-        """A lot of the bucket changed its remainder from `old` to `new` (None: left / joined the bucket)."""
+    def _recount(self, promised: bool, old: Decimal | None, new: Decimal | None) -> bool:
+        """A lot of the bucket changed its remainder from `old` to `new` (None: left / joined the bucket).
+        Returns whether the bucket's lots lost an exponent (only then can the bucket coarsen: its running total
+        always has the finest exponent of its lots, see `_rescale`)."""
         counts = self.exponents[1 if promised else 0]
         if counts is None or (old is not None and new is not None and old.same_quantum(new)):
-            return  # not counted yet, or a remainder that kept its exponent (the usual take / give)
+            return False  # not counted yet, or a remainder that kept its exponent (the usual take / give)
+        lost = False
         if old is not None:
             exponent = _exponent(old)
             left = counts[exponent] - 1
@@ -196,12 +202,17 @@ class Effects:
                 counts[exponent] = left
             else:
                 del counts[exponent]
+                lost = True
         if new is not None:
             exponent = _exponent(new)
             counts[exponent] = counts.get(exponent, 0) + 1
+        return lost
 
     def _rescale(self, promised: bool) -> None:
-        """Bring the bucket's running total to the finest exponent its lots still have (0 when empty)."""
+        """Bring the bucket's running total to the finest exponent its lots still have (0 when empty).
+
+        Needed only after the bucket's lots lost an exponent (`_recount`): adding or taking a term never makes
+        a sum's exponent coarser than its terms', so the total keeps the finest exponent its lots have."""
         finest = min(min(self._counts(promised), default=0), 0)
         if promised:
             self.held_promised = self.held_promised.quantize(_scale(finest))
@@ -238,8 +249,8 @@ class Effects:
             self.held_promised -= amount
         else:
             self.held -= amount
-        self._recount(promised, amount, ZERO)
-        self._rescale(promised)
+        if self._recount(promised, amount, ZERO):
+            self._rescale(promised)
         return amount
 
     def unpromise(self, lot: Lot) -> Decimal:
@@ -251,9 +262,9 @@ class Effects:
             lot.promised = False
             self.held_promised -= amount
             self.held += amount
-            self._recount(True, amount, None)
+            if self._recount(True, amount, None):
+                self._rescale(True)
             self._recount(False, None, amount)
-            self._rescale(True)
         return amount
 
     def forget(self, lots: list[Lot]) -> None:

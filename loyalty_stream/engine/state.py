@@ -268,12 +268,27 @@ class StoredRows(MutableMapping[str, V]):
         return {key: value if type(value) is list else encode(value) for key, value in self._items.items()}
 
 
-def _d(value: Decimal) -> str:
-    return str(value)
-
-
 def _t(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    return None if value is None else _iso(value)
+
+
+_ISO: dict[int, tuple[datetime, str]] = {}
+_ISO_LIMIT = 4096
+
+
+def _iso(at: datetime) -> str:
+    """`at.isoformat()`, remembered per date-time object: formatting costs more than the rest of a new lot's
+    row, and lots share a few objects (one activity's times; stored texts are parsed once, `_parse`). Keyed
+    by identity, not value: equal date-times can carry other offsets. An entry holds its object, so the id
+    is not reused while the entry lives. Bounded: cleared when full."""
+    hit = _ISO.get(id(at))
+    if hit is not None:
+        return hit[1]
+    text = at.isoformat()
+    if len(_ISO) >= _ISO_LIMIT:
+        _ISO.clear()
+    _ISO[id(at)] = (at, text)
+    return text
 
 
 def _pt(value: str | None) -> datetime | None:
@@ -292,38 +307,45 @@ def _unjson(value: Any) -> Any:
     return value
 
 
-def _fields(lot: Lot) -> tuple[Any, ...]:
-    return (lot.lot_id, lot.points, lot.remaining, lot.promised, lot.earned_at, lot.available_at, lot.expires_at,
-            lot.source_event_id, lot.origin, lot.condition_code, lot.bill_number, lot.line_item_id, lot.expiry_code,
-            lot.rolling, lot.reminded, lot.cap_keys, lot.shortfall)
-
-
-def _unchanged(lot: Lot, stored: list[Any]) -> bool:
-    """Does every field still hold the object it held when `stored` was taken?"""
-    return (
-        stored[1] is lot.lot_id and stored[2] is lot.points and stored[3] is lot.remaining
-        and stored[4] is lot.promised and stored[5] is lot.earned_at and stored[6] is lot.available_at
-        and stored[7] is lot.expires_at and stored[8] is lot.source_event_id and stored[9] is lot.origin
-        and stored[10] is lot.condition_code and stored[11] is lot.bill_number and stored[12] is lot.line_item_id
-        and stored[13] is lot.expiry_code and stored[14] is lot.rolling and stored[15] is lot.reminded
-        and stored[16] is lot.cap_keys and stored[17] is lot.shortfall
-    )
+def _lot_rows(lots: list[Lot]) -> list[list[Any]]:
+    """The stored rows of the lots: an unchanged lot's is the row it was stored as. A lot is unchanged while
+    every field still holds the object it held when stored (the fields the engine changes are tested first).
+    One loop with the test inline: most lots of a state are unchanged, and a call per lot costs about what
+    the test does."""
+    rows: list[list[Any]] = []
+    append = rows.append
+    for lot in lots:
+        stored = lot.stored
+        if stored is not None and (
+            stored[3] is lot.remaining and stored[15] is lot.reminded and stored[4] is lot.promised
+            and stored[6] is lot.available_at and stored[7] is lot.expires_at and stored[17] is lot.shortfall
+            and stored[16] is lot.cap_keys and stored[1] is lot.lot_id and stored[2] is lot.points
+            and stored[5] is lot.earned_at and stored[8] is lot.source_event_id and stored[9] is lot.origin
+            and stored[10] is lot.condition_code and stored[11] is lot.bill_number
+            and stored[12] is lot.line_item_id and stored[13] is lot.expiry_code and stored[14] is lot.rolling
+        ):
+            append(stored[0])
+        else:
+            append(_lot_to(lot))
+    return rows
 
 
 def _lot_to(lot: Lot) -> list[Any]:
-    stored = lot.stored
-    if stored is not None and _unchanged(lot, stored):
-        row: list[Any] = stored[0]
-        return row
+    """A new or changed lot's row, remembered in `lot.stored` with the fields it was taken from."""
     available_at, expires_at = lot.available_at, lot.expires_at
+    points, remaining, shortfall = lot.points, lot.remaining, lot.shortfall
+    points_text = str(points)
+    # A new lot's remaining is its points, and its shortfall the shared ZERO (not merely equal: "0.00").
     row = [
-        lot.lot_id, str(lot.points), str(lot.remaining), lot.promised, lot.earned_at.isoformat(),
-        None if available_at is None else available_at.isoformat(),
-        None if expires_at is None else expires_at.isoformat(), lot.source_event_id, lot.origin, lot.condition_code,
+        lot.lot_id, points_text, points_text if remaining is points else str(remaining), lot.promised,
+        _iso(lot.earned_at), None if available_at is None else _iso(available_at),
+        None if expires_at is None else _iso(expires_at), lot.source_event_id, lot.origin, lot.condition_code,
         lot.bill_number, lot.line_item_id, lot.expiry_code, lot.rolling, list(lot.reminded), list(lot.cap_keys),
-        str(lot.shortfall),
+        "0" if shortfall is ZERO else str(shortfall),
     ]
-    lot.stored = [row, *_fields(lot)]
+    lot.stored = [row, lot.lot_id, points, remaining, lot.promised, lot.earned_at, available_at, expires_at,
+                  lot.source_event_id, lot.origin, lot.condition_code, lot.bill_number, lot.line_item_id,
+                  lot.expiry_code, lot.rolling, lot.reminded, lot.cap_keys, shortfall]
     return row
 
 
@@ -334,22 +356,15 @@ def _parse(text: str) -> datetime:
 
 
 def _lots_from(rows: list[list[Any]]) -> list[Lot]:
-    times: dict[str, datetime] = {}
-
-    def when(text: str) -> datetime:
-        moment = times.get(text)
-        if moment is None:
-            moment = times[text] = _parse(text)
-        return moment
-
     lots: list[Lot] = []
     append = lots.append
+    parse = _parse  # a hit is cheaper than any memo of the state's own
     for row in rows:
-        earned_at = when(row[4])
+        earned_at = parse(row[4])
         text = row[5]
-        available_at = None if text is None else when(text)
+        available_at = None if text is None else parse(text)
         text = row[6]
-        expires_at = None if text is None else when(text)
+        expires_at = None if text is None else parse(text)
         reminded = tuple(row[14]) if row[14] else ()
         cap_keys = tuple(row[15]) if row[15] else ()
         shortfall = ZERO if len(row) <= 16 or row[16] == "0" else Decimal(row[16])
@@ -362,8 +377,8 @@ def _lots_from(rows: list[list[Any]]) -> list[Lot]:
 
 
 def _bill_to(bill: Bill) -> list[Any]:
-    return [bill.event_id, _t(bill.event_time), _d(bill.amount), _d(bill.returned_amount), bill.fully_returned,
-            [[i.item_id, i.sku, _d(i.amount), _d(i.quantity), _d(i.returned_quantity), _d(i.returned_amount)]
+    return [bill.event_id, _t(bill.event_time), str(bill.amount), str(bill.returned_amount), bill.fully_returned,
+            [[i.item_id, i.sku, str(i.amount), str(i.quantity), str(i.returned_quantity), str(i.returned_amount)]
              for i in bill.items.values()]]
 
 
@@ -383,7 +398,7 @@ def _bill_from(number: str, row: list[Any]) -> Bill:
 
 
 def _redemption_to(r: Redemption) -> list[Any]:
-    return [r.event_id, _t(r.at), _d(r.points), r.bill_number, [[c.lot_id, _d(c.points)] for c in r.consumed],
+    return [r.event_id, _t(r.at), str(r.points), r.bill_number, [[c.lot_id, str(c.points)] for c in r.consumed],
             r.reversed]
 
 
@@ -429,15 +444,15 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
         "membership_end": None if state.membership_end is None else state.membership_end.isoformat(),
         "custom_fields": {k: _jsonable(v) for k, v in state.custom_fields.items()},
         "extended_fields": {k: _jsonable(v) for k, v in state.extended_fields.items()},
-        "lots": [_lot_to(lot) for lot in state.lots],
-        "debt": _d(state.debt),
-        "lifetime_earned": _d(state.lifetime_earned),
-        "lifetime_purchases": _d(state.lifetime_purchases),
+        "lots": _lot_rows(state.lots),
+        "debt": str(state.debt),
+        "lifetime_earned": str(state.lifetime_earned),
+        "lifetime_purchases": str(state.lifetime_purchases),
         "purchase_count": state.purchase_count,
-        "redeemed": _d(state.redeemed),
-        "expired": _d(state.expired),
-        "returned": _d(state.returned),
-        "counters": {k: _d(v) for k, v in state.counters.items()},
+        "redeemed": str(state.redeemed),
+        "expired": str(state.expired),
+        "returned": str(state.returned),
+        "counters": {k: str(v) for k, v in state.counters.items()},
         "redemptions": _rows(state.redemptions, _redemption_to),
         "bills": _rows(state.bills, _bill_to),
         "recent_event_ids": list(state.recent_event_ids),
