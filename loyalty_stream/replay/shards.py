@@ -14,6 +14,7 @@ the replay runs in this process.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import multiprocessing
 import os
@@ -89,16 +90,16 @@ def replay_sharded(ordered: Sequence[Record], registry: ProgramRegistry, jobs: i
     context = multiprocessing.get_context("fork")
     done = context.Array("q", jobs, lock=False)  # records each shard has replayed, for progress
     workers = []
-    for shard in range(jobs):
-        receive, send = context.Pipe(duplex=False)
-        mine = [record for record, owner in zip(ordered, owners, strict=True) if owner == shard]
-        process = context.Process(
-            target=_run_shard, name=f"replay-shard-{shard}", daemon=True,
-            args=(mine, registry, store, state_cache, keep_states, done, shard, send),
-        )
-        process.start()
-        send.close()
-        workers.append((process, receive))
+    # What the shards inherit (records, programs, whatever else this process holds) goes to the collector's
+    # permanent generation first, so their collections neither walk it nor write to its pages (which would
+    # copy them, one by one, into each shard). A caller that froze objects itself keeps them frozen.
+    frozen_by_caller = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        _start(ordered, owners, jobs, registry, store, state_cache, keep_states, done, context, workers)
+    finally:
+        if not frozen_by_caller:
+            gc.unfreeze()
     try:
         outcomes = _collect_shards(workers, done, progress)
     finally:
@@ -110,6 +111,22 @@ def replay_sharded(ordered: Sequence[Record], registry: ProgramRegistry, jobs: i
     result = _merge(owners, outcomes)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _start(ordered: Sequence[Record], owners: list[int], jobs: int, registry: ProgramRegistry,
+           store: Literal["objects", "bytes"], state_cache: int, keep_states: bool, done: Any, context: Any,
+           workers: list[tuple[Any, Connection]]) -> None:
+    """Start one process per shard, each with its records (in order) and the write end of its pipe."""
+    for shard in range(jobs):
+        receive, send = context.Pipe(duplex=False)
+        mine = [record for record, owner in zip(ordered, owners, strict=True) if owner == shard]
+        process = context.Process(
+            target=_run_shard, name=f"replay-shard-{shard}", daemon=True,
+            args=(mine, registry, store, state_cache, keep_states, done, shard, send),
+        )
+        workers.append((process, receive))
+        process.start()
+        send.close()
 
 
 def _run_shard(records: list[Record], registry: ProgramRegistry, store: Literal["objects", "bytes"],
