@@ -89,7 +89,7 @@ def replay_sharded(ordered: Sequence[Record], registry: ProgramRegistry, jobs: i
     owners = assign_shards(ordered, jobs)
     context = multiprocessing.get_context("fork")
     done = context.Array("q", jobs, lock=False)  # records each shard has replayed, for progress
-    workers = []
+    workers: list[tuple[Any, Connection]] = []
     # What the shards inherit (records, programs, whatever else this process holds) goes to the collector's
     # permanent generation first, so their collections neither walk it nor write to its pages (which would
     # copy them, one by one, into each shard). A caller that froze objects itself keeps them frozen.
