@@ -118,9 +118,8 @@ def _reminder_table(zone: ZoneInfo, offsets: tuple[int, ...]) -> dict[datetime, 
 
 def _reminder_dues(table: dict[datetime, _ReminderDues], expires_at: datetime, zone: ZoneInfo,
                    offsets: tuple[int, ...]) -> _ReminderDues:
-    dues = table.get(expires_at)
-    if dues is None:
-        dues = table[expires_at] = tuple((n, reminder_due(expires_at, n, zone)) for n in offsets)
+    """The miss path of a `table` lookup (callers try `table.get` inline first): compute and keep."""
+    dues = table[expires_at] = tuple((n, reminder_due(expires_at, n, zone)) for n in offsets)
     return dues
 
 

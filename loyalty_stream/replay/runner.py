@@ -181,9 +181,9 @@ def _replay_objects(ordered: list[Record], processor: ActivityProcessor, result:
 
 
 GC_EVERY = 50_000
+"""Records between two collections of the young generations during a replay (see `_batch_gc`)."""
 PROGRESS_EVERY = 2_000
 """Records between two calls of a replay's progress callback."""
-"""Records between two collections of the young generations during a replay (see `_batch_gc`)."""
 
 
 @contextmanager
