@@ -185,32 +185,34 @@ class SetScope:
 
     @property
     def caps(self) -> Caps:
-        return self.compiled.rule_set.caps
+        return self.compiled.caps
 
     @property
     def name(self) -> str:
-        return self.compiled.rule_set.name
+        return self.compiled.name
 
     # Points ------------------------------------------------------------------------------------------
     def points_key(self, fx: Effects) -> str | None:
         """The total-points counter of this event's period (computed once per scope)."""
-        caps = self.caps
-        if caps.total_points is None:
-            return None
         if self._points_key is None:
-            label = period_label(fx, caps.total_points_period)
-            self._points_key = counter_key(self.compiled.activity, self.name, "points", label)
+            compiled = self.compiled
+            if compiled.total_points is None:
+                return None
+            label = period_label(fx, compiled.caps.total_points_period)
+            self._points_key = counter_key(compiled.activity, compiled.name, "points", label)
             self._points_exhausted = too_old(self._points_key, fx.state.last_event_time, fx)
         return self._points_key
 
     def points_room(self, fx: Effects) -> Decimal | None:
         """Points the set may still award in the current period; None when uncapped."""
-        key = self.points_key(fx)
-        if key is None or self.caps.total_points is None:
+        total = self.compiled.total_points
+        if total is None:
             return None
+        key = self.points_key(fx)
+        assert key is not None
         if self._points_exhausted:
             return ZERO
-        return max(ZERO, self.caps.total_points - fx.state.counters.get(key, ZERO))
+        return max(ZERO, total - fx.state.counters.get(key, ZERO))
 
     # Amount caps (TransactionAdd) ------------------------------------------------------------------------
     def amount_caps(self, fx: Effects) -> list[AmountCap]:
@@ -218,10 +220,11 @@ class SetScope:
         known = self._amount_caps
         if known is not None:
             return known
-        caps, activity = self.caps, self.activity
-        if not isinstance(activity, TransactionAdd) or not (caps.tender_amount or caps.tracker):
+        activity = self.activity
+        if not self.compiled.amount_capped or not isinstance(activity, TransactionAdd):
             self._amount_caps = []
             return []
+        caps = self.caps
         if caps.tender_amount is not None and self._tender is None:
             self._tender = _tender(fx, self, activity)
         if caps.tracker is not None and self._tracker is None:
@@ -256,6 +259,8 @@ class SetScope:
 
     def close(self, fx: Effects) -> None:
         """Charge tender/tracker usage once, if the set awarded points, and spread it over its lots."""
+        if self._tender is None and self._tracker is None:
+            return  # (most sets: no amount cap)
         for cap in (self._tender, self._tracker):
             if cap is None:
                 continue

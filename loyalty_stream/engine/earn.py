@@ -15,18 +15,21 @@ An allocate action goes through one pipeline, whatever its strategy:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from loyalty_stream.engine import allocation, expiry, lifecycle, line_items, rules
 from loyalty_stream.engine.caps import SetScope
 from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.line_items import ONE, Unit
 from loyalty_stream.engine.rounding import quantum, round_down_to
 from loyalty_stream.engine.state import ZERO, Bill, BillItem, Lot
 from loyalty_stream.events import activities as act
 from loyalty_stream.program.earn import EarnCondition
-from loyalty_stream.program.rules import AllocateAction, Rule
+from loyalty_stream.program.model import Program
+from loyalty_stream.program.rules import AllocateAction, LineItemOptions, Rule
 
 
 def handle_transaction(fx: Effects, activity: act.TransactionAdd) -> None:
@@ -114,20 +117,104 @@ def allocate(fx: Effects, condition: EarnCondition, rule: Rule, activity: Any) -
 Sources = tuple[Decimal, Decimal, list[Decimal], list[Decimal]]
 
 
-def _sources(fx: Effects, action: AllocateAction, info: allocation.EarnInfo, activity: Any, units: list[Unit],
-             scope: SetScope | None, where: Callable[[], str]) -> Sources | None:
+@dataclass(frozen=True, slots=True)
+class ActionPlan:
+    """What `allocate_action` reads of an action, its rule and its earn condition: program data only, so taken
+    once per program instead of through pydantic attribute reads on every activity (`action_plan`)."""
+
+    action: AllocateAction
+    rule: Rule
+    index: int
+    info: allocation.EarnInfo
+    condition: EarnCondition
+    code: str
+    always_applies: bool
+    """Allocated based on tier: `allocation.applies` holds whatever the customer and the activity."""
+    options: LineItemOptions | None
+    filtered: bool
+    """`options.filtered`: a bill without line items earns nothing (the filter matches no item)."""
+    proportional: bool
+    max_points: Decimal | None
+    tender_modes: list[str] | None
+    delay_days: int | None
+    expiry: str | None
+    key_head: tuple[str, str, str]
+    """(rule name, index as text, condition code): the lot key after the scope's prefix, before the item."""
+
+
+_PLANS_KEY = "earn_action_plans"
+
+
+def action_plan(program: Program, action: AllocateAction, rule: Rule, index: int) -> ActionPlan:
+    """The plan of one of the program's allocate actions, from a table built once per program (by action
+    identity, checked: a copied program shares its actions). An action outside the program's rule sets (built
+    by hand, `allocate`) gets a plan built on the spot, not kept."""
+    table: tuple[Program, dict[int, ActionPlan]] | None = program.compiled.get(_PLANS_KEY)
+    if table is None or table[0] is not program:
+        table = program.compiled[_PLANS_KEY] = (program, _plans(program))
+    plan = table[1].get(id(action))
+    if plan is not None and plan.action is action and plan.rule is rule and plan.index == index:
+        return plan
+    return _build_plan(program, action, rule, index)
+
+
+def _plans(program: Program) -> dict[int, ActionPlan]:
+    plans = {}
+    for sets in program.rule_sets.values():
+        for rule_set in sets:
+            for rule in rule_set.rules:
+                for index, action in enumerate(rule.actions):
+                    if isinstance(action, AllocateAction):
+                        plans[id(action)] = _build_plan(program, action, rule, index)
+    return plans
+
+
+def _build_plan(program: Program, action: AllocateAction, rule: Rule, index: int) -> ActionPlan:
+    info = allocation.earn_info(program, action.condition)
+    condition = info.condition
+    options = action.line_items
+    return ActionPlan(
+        action=action, rule=rule, index=index, info=info, condition=condition,
+        code=condition.code, always_applies=condition.based_on.kind == "tier", options=options,
+        filtered=options is not None and options.filtered,
+        proportional=options is None or options.use_proportions,
+        max_points=None if options is None else options.max_points,
+        tender_modes=action.tender_modes, delay_days=condition.delay_days, expiry=condition.expiry,
+        key_head=(rule.name, str(index), condition.code),
+    )
+
+
+def _units(plan: ActionPlan, payload: act.TransactionPayload | None) -> list[Unit]:
+    """`line_items.units_for` from the plan (the same units, in bill order)."""
+    if payload is None:
+        return [Unit(None, ZERO)]
+    options = plan.options
+    items = payload.line_items
+    if options is None or not items:
+        if plan.filtered:
+            return []
+        return [Unit(None, payload.amount)]
+    if not plan.filtered:
+        return [Unit(item.item_id, item.amount, item) for item in items]
+    sku_in, category_in = options.sku_in, options.category_in
+    return [
+        Unit(item.item_id, item.amount, item) for item in items
+        if (sku_in is None or item.sku in sku_in) and (category_in is None or item.category in category_in)
+    ]
+
+
+def _sources(fx: Effects, plan: ActionPlan, activity: Any, units: list[Unit], scope: SetScope | None,
+             where: Callable[[], str]) -> Sources | None:
     """(desired exact points, capped exact points, desired weights, capped weights) over `units`."""
     program, state, at = fx.program, fx.state, fx.at
-    tier = state.tier or program.lowest_tier
+    tier = state.tier or facts(program).lowest_tier
+    info = plan.info
     condition = info.condition
-
-    def points(source: Decimal) -> Decimal:
-        return allocation.points_on(program, condition, tier, source, state, activity, at)
-
+    points_on = allocation.points_on
     kind = info.kind
-    source_cap = scope.caps.source_value if scope is not None else None
+    source_cap = scope.compiled.source_value if scope is not None else None
     amounts = [u.amount for u in units]
-    proportional = action.line_items is None or action.line_items.use_proportions
+    proportional = plan.proportional
     if kind == "field":
         try:
             value = allocation.custom_field_source(program, condition, state, activity)
@@ -135,30 +222,32 @@ def _sources(fx: Effects, action: AllocateAction, info: allocation.EarnInfo, act
             fx.outcome.skipped.append(f"{where()}: {exc}; no points allocated")
             return None
         capped_value = value if source_cap is None else min(value, source_cap)
-        return points(value), points(capped_value), amounts, amounts
+        return (points_on(program, condition, tier, value, state, activity, at),
+                points_on(program, condition, tier, capped_value, state, activity, at), amounts, amounts)
     if kind == "none":
         if proportional:
-            fixed = points(ZERO)
+            fixed = points_on(program, condition, tier, ZERO, state, activity, at)
             return fixed, fixed, amounts, amounts
-        each = [points(ZERO) for _ in units]
+        each = [points_on(program, condition, tier, ZERO, state, activity, at) for _ in units]
         return sum(each, ZERO), sum(each, ZERO), each, each
-    modes = action.tender_modes
     if scope is None or not scope.amount_caps(fx):
         allowed = amounts  # no tender or tracker cap: every factor is 1 (and x * 1 is x, exponent included)
     else:
+        modes = plan.tender_modes
         allowed = [u.amount * scope.factor(fx, u, modes) for u in units]
     allowed_total = sum(allowed, ZERO)
     scale = ONE
     if source_cap is not None and allowed_total > source_cap:
         scale = source_cap / allowed_total
     if proportional:
-        total = sum(amounts, ZERO)
-        desired_points = points(total)
-        if allowed_total == total and scale == ONE:
+        total = allowed_total if allowed is amounts else sum(amounts, ZERO)
+        desired_points = points_on(program, condition, tier, total, state, activity, at)
+        if scale == ONE and (allowed is amounts or allowed_total == total):
             return desired_points, desired_points, amounts, amounts
-        return desired_points, points(allowed_total * scale), amounts, allowed
-    desired = [points(a) for a in amounts]
-    capped = [points(a * scale) for a in allowed]
+        return (desired_points, points_on(program, condition, tier, allowed_total * scale, state, activity, at),
+                amounts, allowed)
+    desired = [points_on(program, condition, tier, a, state, activity, at) for a in amounts]
+    capped = [points_on(program, condition, tier, a * scale, state, activity, at) for a in allowed]
     return sum(desired, ZERO), sum(capped, ZERO), desired, capped
 
 
@@ -166,38 +255,40 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
                     scope: SetScope | None) -> list[Lot]:
     """Run one allocate action (see the module docstring); returns the lots credited."""
     program, state = fx.program, fx.state
-    info = allocation.earn_info(program, action.condition)
-    condition = info.condition
-    if not allocation.applies(condition, state, activity):
+    plan = action_plan(program, action, rule, index)
+    condition = plan.condition
+    if not plan.always_applies and not allocation.applies(condition, state, activity):
         return []
 
     def where() -> str:  # only built when something is recorded
         owner = f"{scope.compiled.where}.rules[{rule.name}]" if scope is not None else f"rule {rule.name}"
-        return f"{owner}.actions[{index}] {condition.code}"
+        return f"{owner}.actions[{index}] {plan.code}"
 
     payload = activity.payload if isinstance(activity, act.TransactionAdd) else None
-    units = line_items.units_for(action, payload)
+    units = _units(plan, payload)
     if not units:
         return []
-    if payload is not None and action.tender_modes is not None:
-        paid = line_items.tender_fraction(payload, action.tender_modes)
+    tender_modes = plan.tender_modes
+    if payload is not None and tender_modes is not None:
+        paid = line_items.tender_fraction(payload, tender_modes)
         if paid <= ZERO:
             return []
         for unit in units:
             unit.amount *= paid
-    sources = _sources(fx, action, info, activity, units, scope, where)
+    sources = _sources(fx, plan, activity, units, scope, where)
     if sources is None:
         return []
     desired_exact, capped_exact, desired_weights, capped_weights = sources
-    decimals = program.rounding.decimals
+    decimals = facts(program).decimals
     desired = fx.round(desired_exact)
-    awarded = min(fx.round(capped_exact), desired)
+    capped = fx.round(capped_exact) if capped_exact is not desired_exact else desired
+    awarded = min(capped, desired)
     cut_by = []
     if awarded < desired:
         cut_by.append("source caps")
-    options = action.line_items
-    if options is not None and options.max_points is not None and awarded > options.max_points:
-        awarded = round_down_to(options.max_points, decimals)
+    max_points = plan.max_points
+    if max_points is not None and awarded > max_points:
+        awarded = round_down_to(max_points, decimals)
         cut_by.append("max_points")
     room = scope.points_room(fx) if scope is not None else None
     if room is not None and awarded > room:
@@ -217,29 +308,33 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
             awarded_shares = desired_shares  # the same split (distribute is a function of its inputs)
         else:
             awarded_shares = line_items.distribute(awarded, capped_weights, step)
-    delay = condition.delay_days
+    delay = plan.delay_days
+    promised = delay is not None
     available_at = None if delay is None else lifecycle.available_after_activity(fx, delay)
     bill_number = payload.bill_number if payload is not None else None
-    prefix = (*scope.key_prefix, scope.name) if scope is not None else ()
+    # The lot key: the scope's prefix, (rule, position, condition), the item (None as "": `derive_id` text).
+    head = (*scope.key_prefix, scope.compiled.name, *plan.key_head) if scope is not None else plan.key_head
     # Every lot of one action shares the condition and the event time, hence one expiry for all of them.
-    expires_at, expiry_code, rolling = expiry.assign_expiry(fx, condition.expiry)
+    expires_at, expiry_code, rolling = expiry.assign_expiry(fx, plan.expiry)
     lots = []
-    position = str(index)  # id parts as text (None as ""): what `derive_id` makes of them, without converting
+    code, rule_name = plan.code, rule.name
+    credit = fx.credit
     for unit, want, got in zip(units, desired_shares, awarded_shares, strict=True):
         if got <= ZERO:
             continue
-        lots.append(fx.credit(
+        item_id = unit.item_id
+        lots.append(credit(
             points=got,
-            key=(*prefix, rule.name, position, condition.code, unit.item_id or ""),
-            promised=delay is not None,
+            key=(*head, item_id or ""),
+            promised=promised,
             available_at=available_at,
             expires_at=expires_at,
             expiry_code=expiry_code,
             rolling=rolling,
-            condition_code=condition.code,
-            rule=rule.name,
+            condition_code=code,
+            rule=rule_name,
             bill_number=bill_number,
-            line_item_id=unit.item_id,
+            line_item_id=item_id,
             desired_amount=want if want > got else None,
         ))
     if scope is not None:

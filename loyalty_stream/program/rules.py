@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
@@ -210,6 +211,22 @@ class CompiledRuleSet:
     rule_set: RuleSet
     rules: tuple[CompiledRule, ...]
     where: str
+    # The set's name and caps as plain attributes (the engine reads them for every set that fires).
+    name: str = dataclass_field(init=False)
+    caps: Caps = dataclass_field(init=False)
+    total_points: Decimal | None = dataclass_field(init=False)
+    source_value: Decimal | None = dataclass_field(init=False)
+    amount_capped: bool = dataclass_field(init=False)
+    """A tender or tracker cap: only then can a unit's allowed amount differ from its amount."""
+
+    def __post_init__(self) -> None:
+        caps = self.rule_set.caps
+        set_field = object.__setattr__  # (frozen)
+        set_field(self, "name", self.rule_set.name)
+        set_field(self, "caps", caps)
+        set_field(self, "total_points", caps.total_points)
+        set_field(self, "source_value", caps.source_value)
+        set_field(self, "amount_capped", caps.tender_amount is not None or caps.tracker is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,131 @@
+"""The earning fast paths give exactly what the plain computations give: action plans taken once per program,
+the plan's units, and the per-set constants of compiled rule sets."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from loyalty_stream.engine import allocation
+from loyalty_stream.engine.earn import _units, action_plan
+from loyalty_stream.engine.line_items import units_for
+from loyalty_stream.events.activities import TransactionPayload
+from loyalty_stream.program.model import Program
+from loyalty_stream.program.rules import AllocateAction, Rule, rule_plan
+from tests.unit.conftest import program_from
+
+D = Decimal
+
+ACTIONS: list[dict[str, Any]] = [
+    {"type": "allocate", "condition": "PCT"},
+    {"type": "allocate", "condition": "PCT", "line_items": {"use_proportions": True}},
+    {"type": "allocate", "condition": "FIX", "line_items": {"use_proportions": False, "max_points": "7"}},
+    {"type": "allocate", "condition": "PCT", "line_items": {"sku_in": ["A", "C"]}},
+    {"type": "allocate", "condition": "FIX", "line_items": {"category_in": ["fuel"]}},
+    {"type": "allocate", "condition": "BILL", "line_items": {"sku_in": ["A"], "category_in": ["fuel", "food"]}},
+    {"type": "allocate", "condition": "PCT", "tender_modes": ["CARD"]},
+]
+
+
+def make_program() -> Program:
+    return program_from({
+        "earn_conditions": [
+            {"code": "PCT", "allocation": {"type": "prorated", "percent": 5}, "delay_days": 3},
+            {"code": "FIX", "allocation": {"type": "fixed", "points": 2}, "expiry": "E", "delay_days": 3},
+            {"code": "BILL", "allocation": {"type": "fixed", "points": 1}, "delay_days": 3,
+             "based_on": {"kind": "transaction_field", "field": "channel", "equals": "online"}},
+        ],
+        "expiry_conditions": [{"code": "E", "based_on": "event_date", "unit": "days", "value": 10}],
+        "rule_sets": {"TransactionAdd": [
+            {"name": "plain", "rules": [{"name": "r0", "actions": ACTIONS[:4]}]},
+            {"name": "capped", "caps": {"total_points": 100, "total_points_period": "day", "source_value": 500,
+                                        "tracker": {"field": "litres", "limit": 10}},
+             "rules": [{"name": "r1", "when": "transaction.amount > 1", "actions": ACTIONS[4:]}]},
+        ]},
+    })
+
+
+def payloads() -> list[TransactionPayload | None]:
+    items = [
+        {"item_id": "1", "sku": "A", "amount": "10.50", "category": "fuel"},
+        {"item_id": "2", "sku": "B", "amount": "3", "category": None},
+        {"item_id": "3", "sku": "C", "amount": "0", "category": "food"},
+    ]
+    return [
+        None,
+        TransactionPayload(bill_number="b", amount=D("13.5")),
+        TransactionPayload(bill_number="b", amount=D("13.5"), line_items=items),
+        TransactionPayload(bill_number="b", amount=D("3"), line_items=items[1:2]),
+    ]
+
+
+def all_actions(program: Program) -> list[tuple[Rule, int, AllocateAction]]:
+    found = []
+    for sets in program.rule_sets.values():
+        for rule_set in sets:
+            for rule in rule_set.rules:
+                for index, action in enumerate(rule.actions):
+                    assert isinstance(action, AllocateAction)
+                    found.append((rule, index, action))
+    return found
+
+
+def test_plans_hold_what_the_action_rule_and_condition_say() -> None:
+    program = make_program()
+    for rule, index, action in all_actions(program):
+        plan = action_plan(program, action, rule, index)
+        condition = program.earn_condition(action.condition)
+        options = action.line_items
+        assert plan.info == allocation.earn_info(program, action.condition)
+        assert plan.condition is condition and plan.code == condition.code
+        assert plan.always_applies == (condition.based_on.kind == "tier")
+        assert plan.options is options
+        assert plan.filtered == (options is not None and options.filtered)
+        assert plan.proportional == (options is None or options.use_proportions)
+        assert plan.max_points == (None if options is None else options.max_points)
+        assert plan.tender_modes == action.tender_modes
+        assert plan.delay_days == condition.delay_days and plan.expiry == condition.expiry
+        assert plan.key_head == (rule.name, str(index), condition.code)
+        assert action_plan(program, action, rule, index) is plan  # taken from the program's table
+
+
+def test_an_action_outside_the_program_or_at_another_place_gets_its_own_plan() -> None:
+    program = make_program()
+    rule, index, action = all_actions(program)[2]
+    known = action_plan(program, action, rule, index)
+    elsewhere = action_plan(program, action, rule, index + 1)  # the same action at another position
+    assert elsewhere is not known and elsewhere.key_head == (rule.name, str(index + 1), "FIX")
+    other_rule = rule.model_copy(update={"name": "other"})
+    assert action_plan(program, action, other_rule, index).key_head[0] == "other"
+    fresh = AllocateAction(condition="PCT")
+    plan = action_plan(program, fresh, rule, 0)
+    assert plan.action is fresh and plan.delay_days == 3 and plan.expiry is None
+    assert action_plan(program, fresh, rule, 0) is not plan  # not kept: hand-built actions do not pile up
+
+
+@pytest.mark.parametrize("payload_index", range(4))
+def test_plan_units_are_the_units_of_the_action(payload_index: int) -> None:
+    program = make_program()
+    payload = payloads()[payload_index]
+    for rule, index, action in all_actions(program):
+        plan = action_plan(program, action, rule, index)
+        expected = units_for(action, payload)
+        got = _units(plan, payload)
+        assert [(u.item_id, u.amount, u.item) for u in got] == [(u.item_id, u.amount, u.item) for u in expected]
+        assert [str(u.amount) for u in got] == [str(u.amount) for u in expected]  # the exponent too
+
+
+def test_compiled_sets_carry_their_name_and_caps() -> None:
+    program = make_program()
+    for compiled in rule_plan(program).by_activity["TransactionAdd"]:
+        caps = compiled.rule_set.caps
+        assert compiled.name == compiled.rule_set.name
+        assert compiled.caps is caps
+        assert compiled.total_points == caps.total_points
+        assert compiled.source_value == caps.source_value
+        assert compiled.amount_capped == (caps.tender_amount is not None or caps.tracker is not None)
+    plain, capped = rule_plan(program).by_activity["TransactionAdd"]
+    assert not plain.amount_capped and plain.total_points is None
+    assert capped.amount_capped and capped.total_points == D(100) and capped.source_value == D(500)
