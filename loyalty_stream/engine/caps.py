@@ -85,7 +85,8 @@ def _horizon(fx: Effects, at: datetime) -> date:
     key = ("cap_horizon", at)
     horizon: date | None = memo.get(key)
     if horizon is None:
-        horizon = memo[key] = at.astimezone(facts(fx.program).zone).date() - timedelta(days=RETENTION_DAYS)
+        day = fx.local_date() if at is fx.time else at.astimezone(facts(fx.program).zone).date()
+        horizon = memo[key] = day - timedelta(days=RETENTION_DAYS)
     return horizon
 
 
@@ -95,7 +96,7 @@ def period_label(fx: Effects, period: Period) -> str:
     key = ("period", period)
     label: str | None = memo.get(key)
     if label is None:
-        label = memo[key] = periods.period_key(fx.at, period, facts(fx.program).zone)
+        label = memo[key] = periods.period_label(fx.local_date(), period)
     return label
 
 
@@ -104,7 +105,7 @@ def _prune(fx: Effects, key: str) -> None:
     counters = fx.state.counters
     if not counters or key in counters or key.endswith(":lifetime"):
         return
-    horizon = _horizon(fx, fx.at)
+    horizon = _horizon(fx, fx.time)
     for old in [k for k in counters if k.startswith("cap:")]:
         end = period_end(old)
         if end is not None and end < horizon:

@@ -66,18 +66,19 @@ def apply(
         return Outcome(state=state, duplicate=True)
 
     fx = Effects(state, activity, program, source)
-    if lifecycle.may_be_due(fx, activity.event_time):
-        lifecycle.materialise(fx, activity.event_time)
+    at = fx.time  # the event time with the engine's shared zone: cheap to compare with the lots' times
+    if lifecycle.may_be_due(fx, at):
+        lifecycle.materialise(fx, at)
     _run(fx, activity, fx.lifetime_before)
     if state.parked:
         parking.settle(fx, _run_parked)
     if retention.due(fx):
-        retention.prune(fx, activity.event_time)
-    state.remember(activity.event_id)
+        retention.prune(fx, at)
+    state.remember(fx.event_id)
     if offset_key is not None and source is not None:
         state.offsets[offset_key] = source.offset
-    if state.last_event_time is None or activity.event_time > state.last_event_time:
-        state.last_event_time = activity.event_time
+    if state.last_event_time is None or at > state.last_event_time:
+        state.last_event_time = at
     return fx.finish()
 
 

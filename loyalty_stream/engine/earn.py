@@ -43,7 +43,7 @@ def handle_transaction(fx: Effects, activity: act.TransactionAdd) -> None:
                                f"{known.event_id!r}; a bill is credited once")
         return
     state.bills[payload.bill_number] = Bill(
-        bill_number=payload.bill_number, event_id=activity.event_id, event_time=activity.event_time,
+        bill_number=payload.bill_number, event_id=fx.event_id, event_time=fx.time,
         amount=payload.amount,
         items={i.item_id: BillItem(i.item_id, i.sku, i.amount, i.quantity) for i in payload.line_items},
     )

@@ -12,13 +12,14 @@ re-derives them from the lots on every entry and fails loudly if they ever disag
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.rounding import round_points
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
+from loyalty_stream.engine.times import fixed
 from loyalty_stream.events.envelope import Envelope, trusted
 from loyalty_stream.events.outputs import (
     BalanceChange,
@@ -64,6 +65,8 @@ def _scale(exponent: int) -> Decimal:
     return scale if scale is not None else Decimal(1).scaleb(exponent)
 
 
+_LOCAL_DATE = "local_date"
+
 FROM_LOT: Any = object()
 """Default of `Effects.entry`'s lot-derived details: take the lot's value."""
 
@@ -94,13 +97,21 @@ class Outcome:
 class Effects:
     """Collects the outputs of one activity against one customer state."""
 
-    __slots__ = ("activity", "any_rolling", "current_before", "exponents", "first_available", "first_expiry",
-                 "held", "held_promised", "lifetime_before", "memo", "memo_owner", "outcome", "program",
-                 "promised_before", "scope", "source", "state", "version", "version_text")
+    __slots__ = ("activity", "any_rolling", "current_before", "event_id", "event_time", "exponents",
+                 "first_available", "first_expiry", "held", "held_promised", "lifetime_before", "memo", "memo_owner",
+                 "outcome", "program", "promised_before", "scope", "source", "state", "time", "version",
+                 "version_text")
 
     def __init__(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef | None) -> None:
         self.state = state
         self.activity = activity
+        self.event_id = activity.event_id
+        """The activity's id and time as given (outputs carry them), read once (pydantic attribute reads)."""
+        self.event_time = at = activity.event_time
+        self.time = fixed(at)
+        """The activity's time with the engine's shared fixed-offset zone (`engine.times`): the same instant
+        and offset, for what the engine computes and keeps (lot times, comparisons with the lots' times: with
+        the very same zone object a comparison needs no UTC offsets)."""
         self.program = program
         self.version = program.version
         self.version_text = str(program.version)
@@ -148,6 +159,27 @@ class Effects:
         self.exponents: list[dict[int, int] | None] = [None, None]
         """(current, promised): how many lots hold a remainder of each exponent, counted from the first event
         that can coarsen that balance's scale (see Balances)."""
+
+    def act_for(self, activity: Envelope) -> tuple[Envelope, str, datetime, datetime]:
+        """Run effects on behalf of `activity` from now on (`lifecycle.acting_as`, `parking.acting`): its id
+        and times too (never assign `activity` alone). Returns what to `restore` afterwards."""
+        before = self.activity, self.event_id, self.event_time, self.time
+        self.activity = activity
+        self.event_id = activity.event_id
+        self.event_time = at = activity.event_time
+        self.time = fixed(at)
+        return before
+
+    def restore(self, before: tuple[Envelope, str, datetime, datetime]) -> None:
+        self.activity, self.event_id, self.event_time, self.time = before
+
+    def local_date(self) -> date:
+        """The activity's date in the program's time zone (once per activity: a zone conversion is costly)."""
+        memo = self.memo_for()
+        day: date | None = memo.get(_LOCAL_DATE)
+        if day is None:
+            day = memo[_LOCAL_DATE] = self.time.astimezone(self.program.zone).date()
+        return day
 
     def memo_for(self) -> dict[Any, Any]:
         """A cache of values that depend only on the activity being run (its time, payload) and what the
@@ -292,7 +324,8 @@ class Effects:
 
     @property
     def at(self) -> datetime:
-        return self.activity.event_time
+        """The activity's time as given (see `time` for computations)."""
+        return self.event_time
 
     # Ledger ---------------------------------------------------------------------------------------------
     def entry(
@@ -333,7 +366,7 @@ class Effects:
             if lot_id is not None:
                 raise TypeError("lot_id is taken from the lot")
             lot_id = lot.lot_id
-            cause = lot.source_event_id if scheduled else activity.event_id
+            cause = lot.source_event_id if scheduled else self.event_id
             if condition_code is FROM_LOT:
                 condition_code = lot.condition_code
             if line_item_id is FROM_LOT:
@@ -342,7 +375,7 @@ class Effects:
                 bill_number = lot.bill_number
             available_at, expires_at = lot.available_at, lot.expires_at
         else:
-            cause = activity.event_id
+            cause = self.event_id
             if condition_code is FROM_LOT:
                 condition_code = None
             if line_item_id is FROM_LOT:
@@ -375,7 +408,7 @@ class Effects:
             "redemption_id": redemption_id,
             "available_at": available_at,
             "expires_at": expires_at,
-            "occurred_at": at or activity.event_time,
+            "occurred_at": at or self.event_time,
             "reason": reason,
             "operator_id": operator_id,
             "shortfall": shortfall,
@@ -406,9 +439,8 @@ class Effects:
         redemption_id: str | None = None,
     ) -> Lot:
         """Create a lot of `points` (already rounded) and its ledger entry; pays off debt first."""
-        activity = self.activity
-        event_id = activity.event_id
-        lot = Lot(derive_id("lot", event_id, *key), points, points, promised, activity.event_time, available_at,
+        event_id = self.event_id
+        lot = Lot(derive_id("lot", event_id, *key), points, points, promised, self.time, available_at,
                   expires_at, event_id, origin, condition_code, bill_number, line_item_id, expiry_code, rolling)
         if rolling:
             self.any_rolling = True
@@ -444,27 +476,27 @@ class Effects:
     def notify(self, channel: Channel | str, template: str, key: tuple[object, ...], **data: str) -> None:
         self.outcome.notifications.append(trusted(Notification, {
             "type": "Notification",
-            "notification_id": derive_id("nt", self.activity.event_id, template, *key),
+            "notification_id": derive_id("nt", self.event_id, template, *key),
             "customer_id": self.state.customer_id,
             "program_id": self.state.program_id,
             "channel": Channel(channel),
             "template": template,
             "data": data,
-            "cause_event_id": self.activity.event_id,
-            "occurred_at": self.at,
+            "cause_event_id": self.event_id,
+            "occurred_at": self.event_time,
         }))
 
     def coupon(self, series: str, rule: str | None, key: tuple[object, ...] = ()) -> None:
         """`key` tells apart coupons of one series from rules of the same name in different sets."""
         self.outcome.coupons.append(trusted(CouponIssued, {
             "type": "CouponIssued",
-            "coupon_id": derive_id("cp", self.activity.event_id, series, rule, *key),
+            "coupon_id": derive_id("cp", self.event_id, series, rule, *key),
             "customer_id": self.state.customer_id,
             "program_id": self.state.program_id,
             "series": series,
             "rule": rule,
-            "cause_event_id": self.activity.event_id,
-            "occurred_at": self.at,
+            "cause_event_id": self.event_id,
+            "occurred_at": self.event_time,
         }))
 
     def change_tier(self, to_tier: str, reason: str) -> None:
@@ -473,14 +505,14 @@ class Effects:
             return
         change = trusted(TierChange, {
             "type": "TierChange",
-            "change_id": derive_id("tc", self.activity.event_id, to_tier),
+            "change_id": derive_id("tc", self.event_id, to_tier),
             "customer_id": state.customer_id,
             "program_id": state.program_id,
             "from_tier": state.tier,
             "to_tier": to_tier,
             "reason": reason,
-            "cause_event_id": self.activity.event_id,
-            "occurred_at": self.at,
+            "cause_event_id": self.event_id,
+            "occurred_at": self.event_time,
         })
         state.tier = to_tier
         self.outcome.tier_changes.append(change)
@@ -502,7 +534,7 @@ class Effects:
         ):
             self.outcome.balance_change = trusted(BalanceChange, {
                 "type": "BalanceChange",
-                "change_id": derive_id("bc", self.activity.event_id),
+                "change_id": derive_id("bc", self.event_id),
                 "customer_id": state.customer_id,
                 "program_id": state.program_id,
                 "seq": state.seq,
@@ -515,8 +547,8 @@ class Effects:
                 "delta_current": current - self.current_before,
                 "delta_promised": promised - self.promised_before,
                 "tier": state.tier,
-                "cause_event_id": self.activity.event_id,
+                "cause_event_id": self.event_id,
                 "cause_type": type(self.activity).__name__,
-                "occurred_at": self.at,
+                "occurred_at": self.event_time,
             })
         return self.outcome

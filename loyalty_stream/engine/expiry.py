@@ -142,6 +142,7 @@ def compute_expiry(
     zone: ZoneInfo,
     state: CustomerState,
     transaction_fields: dict[str, Any] | None = None,
+    earned_day: date | None = None,
 ) -> datetime | None:
     """The `expires_at` instant for points earned at `earned`, evaluated at `now` (None: never expires).
 
@@ -150,7 +151,8 @@ def compute_expiry(
     """
     if condition.unit == "never":
         return None
-    earned_day = local_date(earned, zone)
+    if earned_day is None:
+        earned_day = local_date(earned, zone)
     basis = condition.based_on
     if basis in EVENT_BASES:
         if condition.unit is None:
@@ -219,8 +221,8 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
     if memo is not None and isinstance(fx.activity, act.TransactionAdd):
         transaction_fields = dict(fx.activity.payload.extended_fields)
     expires_at = compute_expiry(
-        condition, earned=fx.at, now=fx.at, tier=tier, zone=fx.program.zone, state=fx.state,
-        transaction_fields=transaction_fields,
+        condition, earned=fx.time, now=fx.time, tier=tier, zone=fx.program.zone, state=fx.state,
+        transaction_fields=transaction_fields, earned_day=fx.local_date(),
     )
     result = (expires_at, code, condition.based_on == "rolling_event_date")
     if memo is not None:
@@ -255,7 +257,7 @@ def redate(fx: Effects, lot: Lot, expires_at: datetime | None, reason: str) -> N
     else:
         zone = fx.program.zone
         lot.reminded = tuple(
-            n for n in fx.program.reminders.days_before if reminder_due(expires_at, n, zone) <= fx.at
+            n for n in fx.program.reminders.days_before if reminder_due(expires_at, n, zone) <= fx.time
         )
     fx.entry(kind=LedgerKind.REDATE, bucket=Bucket.PROMISED if lot.promised else Bucket.CURRENT, amount=ZERO,
              key=(lot.lot_id, "never" if expires_at is None else expires_at.astimezone(UTC).isoformat()),
@@ -276,8 +278,8 @@ def roll_expiry(fx: Effects, awarded: Decimal) -> None:
             condition = condition_of(program, lot.expiry_code) if lot.rolling else None
             if condition is None or lot.remaining <= ZERO or lot.expires_at is None:
                 continue
-            new = compute_expiry(condition, earned=fx.at, now=fx.at, tier=_tier(fx), zone=program.zone,
-                                 state=state)
+            new = compute_expiry(condition, earned=fx.time, now=fx.time, tier=_tier(fx), zone=program.zone,
+                                 state=state, earned_day=fx.local_date())
             if new is None or new > lot.expires_at:
                 redate(fx, lot, new, "rolling expiry")
     if isinstance(activity, act.Registration | act.CustomerUpdate):
@@ -307,5 +309,5 @@ def _follow_customer(fx: Effects, activity: act.Registration | act.CustomerUpdat
         new = compute_expiry(condition, earned=lot.earned_at, now=lot.earned_at, tier=_tier(fx),
                              zone=program.zone, state=fx.state)
         if new is not None:
-            new = max(new, fx.at)
+            new = max(new, fx.time)
         redate(fx, lot, new, FOLLOW_REASONS[condition.based_on])

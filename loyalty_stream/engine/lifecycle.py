@@ -58,7 +58,8 @@ def available_after_activity(fx: Effects, delay_days: int) -> datetime:
     key = ("available_after", delay_days)
     at: datetime | None = memo.get(key)
     if at is None:
-        at = memo[key] = available_after(fx.at, delay_days, facts(fx.program).zone)
+        # `available_after(fx.at, ...)`, from the activity's local date (kept per activity)
+        at = memo[key] = local_midnight(fx.local_date() + timedelta(days=delay_days + 1), facts(fx.program).zone)
     return at
 
 
@@ -297,12 +298,10 @@ class acting_as:  # a function in use (`with acting_as(fx, activity):`); a class
         self.activity = activity
 
     def __enter__(self) -> None:
-        fx = self.fx
-        self.real = fx.activity
-        fx.activity = self.activity
+        self.real = self.fx.act_for(self.activity)
 
     def __exit__(self, *exc: object) -> None:
-        self.fx.activity = self.real
+        self.fx.restore(self.real)
 
 
 @dataclass(frozen=True, slots=True)

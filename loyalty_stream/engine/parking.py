@@ -115,12 +115,14 @@ def next_give_up(state: CustomerState, program: Program) -> datetime | None:
 def acting(fx: Effects, activity: Envelope, source: SourceRef | None) -> Iterator[None]:
     """Run effects as `activity` read at `source`: entry ids, times and sources are then its own (the same
     as `lifecycle.acting_as`, which keeps the source of the activity at hand)."""
-    real, real_source = fx.activity, fx.source
-    fx.activity, fx.source = activity, source
+    real_source = fx.source
+    real = fx.act_for(activity)
+    fx.source = source
     try:
         yield
     finally:
-        fx.activity, fx.source = real, real_source
+        fx.restore(real)
+        fx.source = real_source
 
 
 # Parking ------------------------------------------------------------------------------------------------

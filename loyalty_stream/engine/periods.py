@@ -10,7 +10,7 @@ gives a redemption back frees its share of the limit with nothing else to keep i
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -40,6 +40,22 @@ def period_key(at: datetime, period: Period, zone: ZoneInfo) -> str:
     """A stable label of the period containing `at`, for counters keyed by period."""
     start = period_start(at, period, zone)
     return "lifetime" if start is None else f"{period}:{start.date().isoformat()}"
+
+
+def period_label(local: date, period: Period) -> str:
+    """`period_key` of an instant whose local date (in the zone) is `local`: the label names the local date
+    that opens the period, which only that date decides."""
+    if period == "lifetime":
+        return "lifetime"
+    if period == "day":
+        start = local
+    elif period == "calendar_week":
+        start = local - timedelta(days=local.weekday())
+    elif period == "calendar_month":
+        start = local.replace(day=1)
+    else:
+        start = local.replace(month=1, day=1)
+    return f"{period}:{start.isoformat()}"
 
 
 def points_redeemed(state: CustomerState, since: datetime | None, until: datetime, *,

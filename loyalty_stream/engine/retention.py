@@ -61,10 +61,10 @@ def due(fx: Effects) -> bool:
     if known.return_window is None and known.redemption_keep is None:
         return False
     last = fx.state.last_event_time
-    at = fx.activity.event_time
+    at = fx.time
     if last is None or at <= last:
         return False
-    return local_date(at, known.zone) != local_date(last, known.zone)
+    return fx.local_date() != local_date(last, known.zone)
 
 
 def time_of(row_or_item: Any, index: int, attribute: str) -> datetime:

@@ -13,13 +13,24 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 _BY_OFFSET: dict[timedelta, tzinfo] = {timedelta(0): UTC}
+_SHARED: set[int] = {id(UTC)}
+"""The ids of the shared zones (each held by `_BY_OFFSET` for good, so an id is never reused)."""
 
 
 def fixed(at: datetime) -> datetime:
     """`at` with the shared fixed-offset time zone of its UTC offset (the same instant and offset)."""
+    if id(at.tzinfo) in _SHARED:
+        return at  # already there: its offset's shared zone (asking for the offset costs far more)
     offset = at.utcoffset()
     assert offset is not None, "the engine only handles aware date-times"
     zone = _BY_OFFSET.get(offset)
     if zone is None:
         zone = _BY_OFFSET[offset] = timezone(offset)
-    return at if at.tzinfo is zone else at.replace(tzinfo=zone)
+        _SHARED.add(id(zone))
+    if at.tzinfo is zone:
+        return at
+    if at.fold or type(at) is not datetime:
+        return at.replace(tzinfo=zone)
+    # The same wall time under `zone` (it has `at`'s offset): what `replace` gives, in half the time. Only
+    # `fold` could differ (0 here), and a subclass would not survive, hence those two cases above.
+    return at.astimezone(zone)

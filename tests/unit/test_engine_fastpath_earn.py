@@ -1,20 +1,27 @@
-"""The earning fast paths give exactly what the plain computations give: action plans taken once per program,
-the plan's units, and the per-set constants of compiled rule sets."""
+"""The engine's fast paths give exactly what the plain computations give: action plans taken once per program,
+the plan's units, the per-set constants of compiled rule sets, the shared fixed-offset activity time, and
+local dates and period labels kept per activity."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import AwareDatetime, TypeAdapter
 
-from loyalty_stream.engine import allocation
+from loyalty_stream.engine import allocation, periods, times
 from loyalty_stream.engine.earn import _units, action_plan
+from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.line_items import units_for
+from loyalty_stream.engine.state import new_state
 from loyalty_stream.events.activities import TransactionPayload
+from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.program.model import Program
-from loyalty_stream.program.rules import AllocateAction, Rule, rule_plan
-from tests.unit.conftest import program_from
+from loyalty_stream.program.rules import AllocateAction, Period, Rule, rule_plan
+from tests.unit.conftest import activity, program_from
 
 D = Decimal
 
@@ -129,3 +136,76 @@ def test_compiled_sets_carry_their_name_and_caps() -> None:
     plain, capped = rule_plan(program).by_activity["TransactionAdd"]
     assert not plain.amount_capped and plain.total_points is None
     assert capped.amount_capped and capped.total_points == D(100) and capped.source_value == D(500)
+
+
+# Activity times: one shared fixed-offset zone, local dates and period labels kept per activity -------------
+
+def reference_fixed(at: datetime) -> datetime:
+    """`times.fixed` as first written: the offset's shared zone (registered by then), by `replace`."""
+    offset = at.utcoffset()
+    assert offset is not None
+    zone = times._BY_OFFSET[offset]
+    return at if at.tzinfo is zone else at.replace(tzinfo=zone)
+
+
+class SubDatetime(datetime):
+    pass
+
+
+KOLKATA = ZoneInfo("Asia/Kolkata")
+NEW_YORK = ZoneInfo("America/New_York")
+TIMES = [
+    datetime(2024, 5, 1, 10, 0, tzinfo=UTC),
+    datetime(2024, 5, 1, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    datetime(2024, 5, 1, 10, 0, tzinfo=KOLKATA),
+    datetime(2024, 11, 3, 1, 30, tzinfo=NEW_YORK, fold=1),  # the repeated hour: fold kept
+    datetime(2024, 11, 3, 1, 30, tzinfo=NEW_YORK, fold=0),
+    datetime(2024, 2, 29, 23, 59, 59, tzinfo=timezone(timedelta(hours=-3, minutes=-17))),
+    SubDatetime(2024, 5, 1, 10, 0, tzinfo=timezone(timedelta(hours=2))),  # a subclass stays one
+    TypeAdapter(AwareDatetime).validate_python("2024-05-01T10:00:00+05:30"),  # pydantic's own zone class
+    TypeAdapter(AwareDatetime).validate_python("2024-05-01T10:00:00Z"),
+]
+
+
+@pytest.mark.parametrize("at", TIMES)
+def test_fixed_gives_what_replace_gives(at: datetime) -> None:
+    got = times.fixed(at)
+    expected = reference_fixed(at)
+    assert type(got) is type(expected) and got.tzinfo is expected.tzinfo
+    assert (got.isoformat(), got.fold, got.utcoffset()) == (expected.isoformat(), expected.fold, expected.utcoffset())
+    assert got.astimezone(UTC) == at.astimezone(UTC) and times.fixed(got) is got  # the same instant; kept as is
+
+
+def test_fixed_recognises_only_the_shared_zones() -> None:
+    own = timezone(timedelta(hours=5, minutes=30))  # an equal zone, but not the shared object
+    at = datetime(2024, 5, 1, 10, 0, tzinfo=own)
+    got = times.fixed(at)
+    assert got is not at and got.tzinfo is times.fixed(datetime(2024, 1, 1, tzinfo=KOLKATA)).tzinfo
+
+
+@pytest.mark.parametrize("local", [date(2024, 1, 1), date(2024, 2, 29), date(2024, 12, 31), date(2025, 6, 15)])
+@pytest.mark.parametrize("period", ["day", "calendar_week", "calendar_month", "calendar_year", "lifetime"])
+def test_period_label_of_a_local_date_is_the_period_key(local: date, period: Period) -> None:
+    for hour in (0, 13, 23):
+        at = datetime.combine(local, time(hour, 59), tzinfo=KOLKATA).astimezone(UTC)
+        assert periods.period_label(local, period) == periods.period_key(at, period, KOLKATA)
+
+
+def test_effects_keep_the_activity_times_and_follow_the_activity_they_act_for() -> None:
+    program = program_from({"timezone": "America/New_York"})
+    activity = act_of("2024-03-10T04:30:00Z")  # 23:30 local on 9 March
+    fx = Effects(new_state("c1", "default"), activity, program, None)
+    assert fx.event_id == activity.event_id and fx.event_time is activity.event_time and fx.at is fx.event_time
+    assert fx.time == activity.event_time and fx.time.tzinfo is times.fixed(fx.time).tzinfo
+    assert fx.local_date() == activity.event_time.astimezone(NEW_YORK).date() == date(2024, 3, 9)
+    other = act_of("2024-03-10T12:00:00+01:00", "e2")
+    before = fx.act_for(other)
+    assert (fx.activity, fx.event_id, fx.event_time) == (other, "e2", other.event_time)
+    assert fx.local_date() == date(2024, 3, 10)  # the memo follows the activity
+    fx.restore(before)
+    assert (fx.activity, fx.event_id, fx.event_time) == (activity, activity.event_id, activity.event_time)
+    assert fx.local_date() == date(2024, 3, 9)
+
+
+def act_of(when: str, event_id: str = "e1") -> Envelope:
+    return activity("CustomerUpdate", event_id, when)
