@@ -498,8 +498,18 @@ def state_from_dict(data: dict[str, Any]) -> CustomerState:
     )
 
 
-def state_to_json(state: CustomerState) -> bytes:
+def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     """`orjson.dumps(state_to_dict(state))`: unchanged lots are written as the rows they were stored as, and
     bills and redemptions never decoded as those rows. (Keeping each lot's serialised JSON with cached states
-    measured no faster: checking a lot is unchanged costs about what serialising its row does.)"""
-    return orjson.dumps(state_to_dict(state))
+    measured no faster: checking a lot is unchanged costs about what serialising its row does.)
+
+    `settle`: for a state that lives on as an object after it is stored (the processor's state cache), turn
+    its bills and redemptions back into the rows just written, as a fresh decode would hold them. Otherwise
+    every bill the state ever read or made stays an object and is encoded again on every later activity:
+    a cached state then cost more than decoding it afresh. The state stays equal (rows decode on access);
+    only a caller holding one of its bill or redemption objects would stop seeing it in the state."""
+    data = state_to_dict(state)
+    if settle:
+        state.bills = StoredRows(data["bills"], _bill_from)
+        state.redemptions = StoredRows(data["redemptions"], _redemption_from)
+    return orjson.dumps(data)

@@ -61,9 +61,10 @@ def state_key(program_id: str, customer_id: str) -> bytes:
     return f"{program_id}|{customer_id}".encode()
 
 
-def encode_state(state: CustomerState) -> bytes:
-    """The state's bytes as the store keeps them (right-sized: the store holds every customer's)."""
-    return right_sized(state_to_json(state))
+def encode_state(state: CustomerState, *, settle: bool = False) -> bytes:
+    """The state's bytes as the store keeps them (right-sized: the store holds every customer's); `settle`:
+    the state object is kept (cached) for the customer's next record (see `state_to_json`)."""
+    return right_sized(state_to_json(state, settle=settle))
 
 
 def decode_state(raw: bytes) -> CustomerState:
@@ -174,7 +175,7 @@ class ActivityProcessor:
             if cache is not None and cached is not None:
                 cache.move_to_end(skey)
             return processed
-        processed.state = encode_state(outcome.state)
+        processed.state = encode_state(outcome.state, settle=cache is not None)
         if cache is not None:
             cache[skey] = (processed.state, outcome.state)
             cache.move_to_end(skey)

@@ -186,3 +186,63 @@ def test_apply_leaves_its_input_state_alone() -> None:
             assert orjson.dumps(state_to_dict(before)) == encoded
             assert copy_state(before) == before == state_from_dict(orjson.loads(encoded or b""))
         states[activity.customer_id] = outcome.state
+
+
+def test_settling_turns_bills_and_redemptions_back_into_their_rows(stored_states: list[bytes]) -> None:
+    """A state kept as an object after it is stored (the processor's cache) holds its bills and redemptions as
+    the rows just written, like a fresh decode: it is still the same state, encodes to the same bytes, and a
+    later encode writes those rows again instead of re-encoding every bill the state ever read or made."""
+    with_bills = [raw for raw in stored_states if len(orjson.loads(raw)["bills"]) > 1
+                  and orjson.loads(raw)["redemptions"]]
+    assert with_bills
+    for raw in with_bills:
+        state = decode_state(raw)
+        number = next(iter(state.bills))
+        state.bills[number].returned_amount += Decimal("1.00")  # read (decoded) and changed
+        rid = next(iter(state.redemptions))
+        assert isinstance(state.redemptions[rid], object)  # read: decoded
+        expected = copy_state(state)
+        settled = state_to_json(state, settle=True)
+        assert settled == state_to_json(expected) != raw
+        assert isinstance(state.bills, StoredRows) and isinstance(state.redemptions, StoredRows)
+        assert all(type(v) is list for v in state.bills.peek_all().values())
+        assert all(type(v) is list for v in state.redemptions.peek_all().values())
+        assert state == expected
+        assert state.bills[number].returned_amount == expected.bills[number].returned_amount
+        assert state_to_json(state) == settled
+
+
+def test_a_settled_cached_state_encodes_no_bill_it_did_not_touch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the processor: with the cache, a customer's next activity re-encodes only the bills it touched
+    (without settling, every bill made since the state was decoded was encoded again on every activity)."""
+    registry = workload.load_registry()
+    processor = ActivityProcessor(registry, clock=lambda: FIXED_NOW, state_cache=100)
+    store: dict[bytes, bytes] = {}
+    records = _records()
+    customer = max({r.key for r in records}, key=lambda k: sum(r.key == k for r in records))
+    mine = [r for r in records if r.key == customer]
+    encoded: list[str] = []
+    real = processor_module.state_to_json.__globals__["_bill_to"]
+
+    def counting(bill: Bill) -> Any:
+        encoded.append(bill.bill_number)
+        return real(bill)
+
+    monkeypatch.setitem(processor_module.state_to_json.__globals__, "_bill_to", counting)
+    plain = ActivityProcessor(registry, clock=lambda: FIXED_NOW)
+    plain_store: dict[bytes, bytes] = {}
+    purchases = 0
+    for r in mine:
+        encoded.clear()
+        processed = processor.process(r.topic, r.partition, r.offset, r.key, r.value, store.get)
+        bills_encoded = list(encoded)
+        expected = plain.process(r.topic, r.partition, r.offset, r.key, r.value, plain_store.get)
+        assert processed.outputs == expected.outputs and processed.state == expected.state
+        if processed.state is not None and processed.state_key is not None:
+            store[processed.state_key] = processed.state
+        if expected.state is not None and expected.state_key is not None:
+            plain_store[expected.state_key] = expected.state
+        if r.topic == "transaction-add" and processed.dead_letter is None:
+            purchases += 1
+            assert len(bills_encoded) <= 1, bills_encoded  # at most this purchase's new bill
+    assert purchases > 3
