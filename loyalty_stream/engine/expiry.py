@@ -197,6 +197,21 @@ def condition_of(program: Program, code: str | None) -> ExpiryCondition | None:
         return None
 
 
+_EVENT_ENDS = "expiry_event_ends"
+_EVENT_ENDS_LIMIT = 4096
+
+
+def _event_ends(program: Program) -> dict[tuple[str | None, str, date], tuple[datetime | None, bool]]:
+    """Per program: (code, tier, local event date) -> (expiry before clamping to the event time, rolling), for
+    the event-date conditions only. Kept with the program it is for (a copy shares `compiled`). Bounded:
+    cleared when full (one entry per code, tier and day in use)."""
+    owned: tuple[Program, dict[tuple[str | None, str, date], tuple[datetime | None, bool]]] | None = \
+        program.compiled.get(_EVENT_ENDS)
+    if owned is None or owned[0] is not program or len(owned[1]) >= _EVENT_ENDS_LIMIT:
+        owned = program.compiled[_EVENT_ENDS] = (program, {})
+    return owned[1]
+
+
 def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, Any] | None = None
                   ) -> tuple[datetime | None, str | None, bool]:
     """(expires_at, expiry code, rolling) for points credited now under expiry condition `code`
@@ -208,6 +223,7 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
     code = code or fx.program.default_expiry
     tier = _tier(fx)
     memo: dict[Any, Any] | None = None
+    ends = None
     if transaction_fields is None:
         # The answer depends on the activity (time, bill fields), the code and the tier only: the customer
         # data an expiry reads is set before any rule runs. Several allocations of one activity share it.
@@ -215,6 +231,16 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
         known: tuple[datetime | None, str | None, bool] | None = memo.get(("expiry", code, tier))
         if known is not None:
             return known
+        # An event-date expiry is `max(end, event time)` where `end` (None: never) depends only on the code,
+        # the tier and the local event date (`compute_expiry`): kept per program, so activities of one day
+        # share it.
+        ends = _event_ends(fx.program)
+        hit = ends.get((code, tier, fx.local_date()))
+        if hit is not None:
+            end, rolling = hit
+            result = (None if end is None else max(end, fx.time), code, rolling)
+            memo[("expiry", code, tier)] = result
+            return result
     condition = condition_of(fx.program, code)
     if condition is None:
         return None, code, False
@@ -224,9 +250,12 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
         condition, earned=fx.time, now=fx.time, tier=tier, zone=fx.program.zone, state=fx.state,
         transaction_fields=transaction_fields, earned_day=fx.local_date(),
     )
-    result = (expires_at, code, condition.based_on == "rolling_event_date")
+    rolling = condition.based_on == "rolling_event_date"
+    result = (expires_at, code, rolling)
     if memo is not None:
         memo[("expiry", code, tier)] = result
+        if ends is not None and condition.based_on in EVENT_BASES and (expires_at is None or expires_at > fx.time):
+            ends[(code, tier, fx.local_date())] = (expires_at, rolling)  # not clamped: it is `end` itself
     return result
 
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import AwareDatetime, TypeAdapter
 
-from loyalty_stream.engine import allocation, periods, times
+from loyalty_stream.engine import allocation, expiry, periods, times
 from loyalty_stream.engine.earn import _units, action_plan
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.line_items import units_for
@@ -209,3 +209,47 @@ def test_effects_keep_the_activity_times_and_follow_the_activity_they_act_for() 
 
 def act_of(when: str, event_id: str = "e1") -> Envelope:
     return activity("CustomerUpdate", event_id, when)
+
+
+# Event-date expiries kept per program, code, tier and local date ------------------------------------------
+
+EXPIRY_PROGRAM: dict[str, Any] = {
+    "timezone": "Asia/Kolkata",
+    "default_expiry": "DAYS",
+    "tiers": [{"name": "bronze", "threshold": 0}, {"name": "silver", "threshold": 100}],
+    "expiry_conditions": [
+        {"code": "DAYS", "based_on": "event_date", "unit": "days", "value": 10},
+        {"code": "MONTHS", "based_on": "rolling_event_date", "unit": "months", "value": {"bronze": 1, "silver": 3}},
+        {"code": "SILVER_ONLY", "based_on": "event_date", "unit": "days", "value": {"silver": 5}},
+        {"code": "GONE", "based_on": "event_date", "unit": "date", "date": "2024-03-01"},  # clamped to the event
+        {"code": "SOON", "based_on": "event_date", "unit": "date", "date": "2024-03-05"},  # clamped from 6 March
+        {"code": "NEVER", "based_on": "event_date", "unit": "never"},
+        {"code": "MEMBER", "based_on": "membership_end", "unit": "days", "value": 1},
+    ],
+}
+
+
+def test_event_date_expiries_kept_per_day_are_what_compute_expiry_gives() -> None:
+    program = program_from(EXPIRY_PROGRAM)
+    whens = ["2024-03-04T18:00:00Z", "2024-03-04T18:29:59Z", "2024-03-04T18:30:00Z", "2024-03-05T01:00:00+05:30",
+             "2024-03-05T23:00:00+05:30", "2024-03-06T00:00:00+05:30", "2024-03-06T12:00:00Z"]
+    for round_, tier in enumerate(["bronze", "silver", "bronze", "silver"]):  # later rounds read what was kept
+        for i, when in enumerate(whens):
+            state = new_state("c1", "default")
+            state.tier = tier
+            state.membership_end = date(2024, 3, 20)
+            fx = Effects(state, act_of(when, f"e{round_}-{i}"), program, None)
+            for code in ("DAYS", "MONTHS", "SILVER_ONLY", "GONE", "SOON", "NEVER", "MEMBER", None):
+                condition = expiry_condition_of(program, code)
+                expected = expiry.compute_expiry(condition, earned=fx.event_time, now=fx.event_time, tier=tier,
+                                                 zone=program.zone, state=state)
+                got, got_code, rolling = expiry.assign_expiry(fx, code)
+                assert (got_code, rolling) == (code or program.default_expiry, code == "MONTHS")
+                assert got == expected and (got is None or got.utcoffset() == expected.utcoffset()), (code, when)
+    table = program.compiled[expiry._EVENT_ENDS][1]
+    assert {code for code, _, _ in table} == {"DAYS", "MONTHS", "SILVER_ONLY", "SOON", "NEVER"}  # never clamped
+    assert all(end is None or end.tzinfo is times.fixed(end).tzinfo for end, _ in table.values())
+
+
+def expiry_condition_of(program: Program, code: str | None) -> Any:
+    return program.expiry_condition(code or "DAYS")
