@@ -280,6 +280,8 @@ async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: Pro
             if keep_states:
                 states = {key: value for key, value in worker.customers.items() if value is not None}
             customers = len(worker.customers)
+            # The pause of one periodic collection (`Settings.gc_interval`) with the worker's states held.
+            collect = await worker.collect_garbage()
     finally:
         await redis.aclose()
     seconds = end - first
@@ -294,6 +296,7 @@ async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: Pro
         "ledger_entries": outs[prefix + LEDGER],
         "balance_changes": outs[prefix + BALANCE_CHANGES],
         "dead_letters": outs[prefix + DEAD_LETTER],
+        "gc_collect_ms": None if collect is None else round(collect * 1000),
     }
     return EndToEnd(figures, states, settings)
 
@@ -364,7 +367,7 @@ async def _serve_worker(settings_json: str) -> None:
     logging.basicConfig(level=logging.ERROR)  # Faust warns about timers overlapping whenever it is busy
     settings = Settings.model_validate_json(settings_json)
     redis = Redis.from_url(settings.redis_url)
-    tune_gc()
+    tune_gc(paced=settings.gc_interval > 0)
     try:
         async with running_worker(settings, workload.load_registry(), redis=redis, clock=frozen_clock):
             print("ready", flush=True)

@@ -13,10 +13,12 @@ def worker_gc() -> Iterator[None]:
     outside the measured section runs under the defaults."""
     from loyalty_stream.stream.runtime import tune_gc
 
-    thresholds = gc.get_threshold()
+    thresholds, enabled = gc.get_threshold(), gc.isenabled()
     tune_gc()
     try:
         yield
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+        if enabled:
+            gc.enable()

@@ -20,19 +20,26 @@ from loyalty_stream.stream.worker import LoyaltyWorker
 
 log = logging.getLogger(__name__)
 
-#: CPython's cyclic GC for a worker process (`tune_gc`). With the defaults (700, 10, 10) a worker at full
-#: speed ran a young collection every few activities and a full one every few seconds, and a full collection
-#: walks every long-lived object: about a fifth of the worker's time on the 100k benchmark. The engine's
-#: garbage is acyclic and freed by reference counting, so collecting rarely costs memory only for cycles.
+#: CPython's automatic collector, where a worker keeps it (`Settings.gc_interval` 0). With the defaults
+#: (700, 10, 10) a worker at full speed ran a young collection every few activities and a full one every few
+#: seconds, and a full collection walks every long-lived object: about a fifth of the worker's time on the 100k
+#: benchmark. Even these thresholds leave pauses of 100-400 ms: the young generation's count is allocations
+#: minus deallocations, so evicting cached states (old objects) lets it fill with new cached states first.
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
-def tune_gc() -> None:
-    """Collect once, move everything alive now (modules, programs, the app) out of the collector's way, and
-    collect young objects far less often. For processes that run a worker; call it once, after building it."""
+def tune_gc(*, paced: bool = True) -> None:
+    """Collect once and move everything alive now (modules, programs, the app) out of the collector's way.
+    `paced`: then turn automatic collection off; the worker collects every `Settings.gc_interval` seconds,
+    between batches (`LoyaltyWorker`). The engine's garbage is acyclic and freed by reference counting, so
+    only Faust's and aiokafka's few cycles wait for that. Otherwise collect young objects far less often.
+    For processes that run a worker; call it once, after building it."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    if paced:
+        gc.disable()
+    else:
+        gc.set_threshold(*GC_THRESHOLDS)
 
 
 def connect_redis(settings: Settings) -> Redis | None:
@@ -70,7 +77,7 @@ def run_worker_forever(settings: Settings, registry: ProgramRegistry, *, logleve
     """`loyalty-stream worker`: the worker against the configured cluster until SIGINT/SIGTERM."""
     worker = LoyaltyWorker(settings, registry, redis=connect_redis(settings))
     faust_worker = _faust_worker(worker, loglevel)
-    tune_gc()
+    tune_gc(paced=settings.gc_interval > 0)
     faust_worker.execute_from_commandline()
     return 0
 
@@ -113,7 +120,7 @@ Try it, in another terminal:
 Ctrl-C stops the worker, the broker and Redis.
 """, flush=True)
         faust_worker = _faust_worker(worker, loglevel)
-        tune_gc()
+        tune_gc(paced=live.gc_interval > 0)
         faust_worker.execute_from_commandline()
     finally:
         stack.stop()
