@@ -4,6 +4,7 @@ No timing is asserted (rates depend on the machine); `make bench` is where the f
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import orjson
@@ -36,6 +37,8 @@ async def test_harness_functions_give_sane_figures_and_correct_outputs(
     figures = run.figures
     assert figures["activities"] == 300 and figures["activities_per_s"] > 0
     assert figures["ledger_entries"] > 300 and 0 < figures["balance_changes"] <= 300
+    assert figures["gc_collect_ms"] is not None and figures["gc_collect_ms"] >= 0  # run as a worker: collector off
+    assert gc.isenabled()  # and back on after the section
     check = await broker_bench.verify(run)
     assert check["problems"] == 0, check["first_problems"]
     assert check["ledger_entries"] == figures["ledger_entries"]
