@@ -33,7 +33,6 @@ from typing import Any
 
 from loyalty_stream.engine import periods
 from loyalty_stream.engine.effects import Effects
-from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.line_items import ONE, Unit, distribute, quantum_of, tender_amounts
 from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
@@ -85,7 +84,7 @@ def _horizon(fx: Effects, at: datetime) -> date:
     key = ("cap_horizon", at)
     horizon: date | None = memo.get(key)
     if horizon is None:
-        day = fx.local_date() if at is fx.time else at.astimezone(facts(fx.program).zone).date()
+        day = fx.local_date() if at is fx.time else at.astimezone(fx.known.zone).date()
         horizon = memo[key] = day - timedelta(days=RETENTION_DAYS)
     return horizon
 

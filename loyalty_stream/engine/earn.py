@@ -22,7 +22,6 @@ from typing import Any
 from loyalty_stream.engine import allocation, expiry, lifecycle, line_items, rules
 from loyalty_stream.engine.caps import SetScope
 from loyalty_stream.engine.effects import Effects
-from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.line_items import ONE, Unit
 from loyalty_stream.engine.rounding import quantum, round_down_to
 from loyalty_stream.engine.state import ZERO, Bill, BillItem, Lot
@@ -207,7 +206,7 @@ def _sources(fx: Effects, plan: ActionPlan, activity: Any, units: list[Unit], sc
              where: Callable[[], str]) -> Sources | None:
     """(desired exact points, capped exact points, desired weights, capped weights) over `units`."""
     program, state, at = fx.program, fx.state, fx.at
-    tier = state.tier or facts(program).lowest_tier
+    tier = state.tier or fx.known.lowest_tier
     info = plan.info
     condition = info.condition
     points_on = allocation.points_on
@@ -279,7 +278,7 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     if sources is None:
         return []
     desired_exact, capped_exact, desired_weights, capped_weights = sources
-    decimals = facts(program).decimals
+    decimals = fx.known.decimals
     desired = fx.round(desired_exact)
     capped = fx.round(capped_exact) if capped_exact is not desired_exact else desired
     awarded = min(capped, desired)

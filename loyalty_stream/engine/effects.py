@@ -16,8 +16,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from loyalty_stream.engine.facts import Facts, facts
 from loyalty_stream.engine.ids import derive_id
-from loyalty_stream.engine.rounding import round_points
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import fixed
 from loyalty_stream.events.envelope import Envelope, trusted
@@ -67,6 +67,17 @@ def _scale(exponent: int) -> Decimal:
 
 _LOCAL_DATE = "local_date"
 
+def _fields(contract: type[LedgerEntry | BalanceChange]) -> dict[str, Any]:
+    """Every field of `contract` in declaration order (values to be set, but `type`'s): what `trusted` takes,
+    copied per instance. A copy of a full dict is cheap (no rehashing), and filling it keeps the order."""
+    fields: dict[str, Any] = dict.fromkeys(contract.model_fields)
+    fields["type"] = contract.__name__
+    return fields
+
+
+_ENTRY = _fields(LedgerEntry)
+_BALANCE_CHANGE = _fields(BalanceChange)
+
 FROM_LOT: Any = object()
 """Default of `Effects.entry`'s lot-derived details: take the lot's value."""
 
@@ -98,8 +109,8 @@ class Effects:
     """Collects the outputs of one activity against one customer state."""
 
     __slots__ = ("activity", "any_rolling", "current_before", "event_id", "event_time", "exponents",
-                 "first_available", "first_expiry", "held", "held_promised", "lifetime_before", "memo", "memo_owner",
-                 "outcome", "program", "promised_before", "scope", "source", "state", "time", "version",
+                 "first_available", "first_expiry", "held", "held_promised", "known", "lifetime_before", "memo",
+                 "memo_owner", "outcome", "program", "promised_before", "scope", "source", "state", "time", "version",
                  "version_text")
 
     def __init__(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef | None) -> None:
@@ -113,6 +124,8 @@ class Effects:
         and offset, for what the engine computes and keeps (lot times, comparisons with the lots' times: with
         the very same zone object a comparison needs no UTC offsets)."""
         self.program = program
+        self.known: Facts = facts(program)
+        """What the engine derived from the program (`engine.facts`), looked up once per activity."""
         self.version = program.version
         self.version_text = str(program.version)
         """The version as the ids write it (text keeps `derive_id` on its fast path)."""
@@ -178,7 +191,7 @@ class Effects:
         memo = self.memo_for()
         day: date | None = memo.get(_LOCAL_DATE)
         if day is None:
-            day = memo[_LOCAL_DATE] = self.time.astimezone(self.program.zone).date()
+            day = memo[_LOCAL_DATE] = self.time.astimezone(self.known.zone).date()
         return day
 
     def memo_for(self) -> dict[Any, Any]:
@@ -319,8 +332,8 @@ class Effects:
 
     # Arithmetic ---------------------------------------------------------------------------------------
     def round(self, value: Decimal) -> Decimal:
-        rounding = self.program.rounding
-        return round_points(value, rounding.decimals, rounding.strategy)
+        """`round_points` with the program's rounding."""
+        return self.known.rounder.round(value)
 
     @property
     def at(self) -> datetime:
@@ -383,36 +396,36 @@ class Effects:
             if bill_number is FROM_LOT:
                 bill_number = None
             available_at = expires_at = None
-        version = self.version
-        entry = trusted(LedgerEntry, {
-            "type": "LedgerEntry",
-            "entry_id": derive_id("le", cause, kind, self.version_text, *key),  # (a StrEnum joins as its value)
-            "seq": state.seq,
-            "customer_id": state.customer_id,
-            "program_id": state.program_id,
-            "program_version": version,
-            "kind": kind,
-            "bucket": bucket,
-            "amount": amount,
-            "desired_amount": desired_amount,
-            "balance_after": self.held - state.debt,
-            "promised_after": self.held_promised,
-            "lot_id": lot_id,
-            "source_event_id": cause,
-            "source_type": source_type or type(activity).__name__,
-            "source": None if scheduled else self.source,
-            "condition_code": condition_code,
-            "rule": rule,
-            "line_item_id": line_item_id,
-            "bill_number": bill_number,
-            "redemption_id": redemption_id,
-            "available_at": available_at,
-            "expires_at": expires_at,
-            "occurred_at": at or self.event_time,
-            "reason": reason,
-            "operator_id": operator_id,
-            "shortfall": shortfall,
-        })
+        # The fields in declaration order (`_ENTRY`), each set here: a copy of a full dict is filled in place,
+        # cheaper than a literal this long (CPython builds it as two dicts and merges them).
+        values = _ENTRY.copy()
+        values["entry_id"] = derive_id("le", cause, kind, self.version_text, *key)  # (a StrEnum joins as its value)
+        values["seq"] = state.seq
+        values["customer_id"] = state.customer_id
+        values["program_id"] = state.program_id
+        values["program_version"] = self.version
+        values["kind"] = kind
+        values["bucket"] = bucket
+        values["amount"] = amount
+        values["desired_amount"] = desired_amount
+        values["balance_after"] = self.held - state.debt
+        values["promised_after"] = self.held_promised
+        values["lot_id"] = lot_id
+        values["source_event_id"] = cause
+        values["source_type"] = source_type or type(activity).__name__
+        values["source"] = None if scheduled else self.source
+        values["condition_code"] = condition_code
+        values["rule"] = rule
+        values["line_item_id"] = line_item_id
+        values["bill_number"] = bill_number
+        values["redemption_id"] = redemption_id
+        values["available_at"] = available_at
+        values["expires_at"] = expires_at
+        values["occurred_at"] = at or self.event_time
+        values["reason"] = reason
+        values["operator_id"] = operator_id
+        values["shortfall"] = shortfall
+        entry = trusted(LedgerEntry, values)
         self.outcome.ledger.append(entry)
         return entry
 
@@ -532,23 +545,22 @@ class Effects:
             or promised != self.promised_before
             or self.outcome.tier_changes
         ):
-            self.outcome.balance_change = trusted(BalanceChange, {
-                "type": "BalanceChange",
-                "change_id": derive_id("bc", self.event_id),
-                "customer_id": state.customer_id,
-                "program_id": state.program_id,
-                "seq": state.seq,
-                "current": current,
-                "promised": promised,
-                "lifetime_earned": state.lifetime_earned,
-                "redeemed": state.redeemed,
-                "expired": state.expired,
-                "returned": state.returned,
-                "delta_current": current - self.current_before,
-                "delta_promised": promised - self.promised_before,
-                "tier": state.tier,
-                "cause_event_id": self.event_id,
-                "cause_type": type(self.activity).__name__,
-                "occurred_at": self.event_time,
-            })
+            values = _BALANCE_CHANGE.copy()  # (as in `entry`)
+            values["change_id"] = derive_id("bc", self.event_id)
+            values["customer_id"] = state.customer_id
+            values["program_id"] = state.program_id
+            values["seq"] = state.seq
+            values["current"] = current
+            values["promised"] = promised
+            values["lifetime_earned"] = state.lifetime_earned
+            values["redeemed"] = state.redeemed
+            values["expired"] = state.expired
+            values["returned"] = state.returned
+            values["delta_current"] = current - self.current_before
+            values["delta_promised"] = promised - self.promised_before
+            values["tier"] = state.tier
+            values["cause_event_id"] = self.event_id
+            values["cause_type"] = type(self.activity).__name__
+            values["occurred_at"] = self.event_time
+            self.outcome.balance_change = trusted(BalanceChange, values)
         return self.outcome

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-from loyalty_stream.engine.rounding import RoundingStrategy
+from loyalty_stream.engine.rounding import Rounder, RoundingStrategy, rounder
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.retention import redemption_lookback_days
 
@@ -25,6 +25,8 @@ class Facts:
     version: int
     decimals: int
     strategy: RoundingStrategy
+    rounder: Rounder
+    """`round_points` with the program's decimals and strategy (`Effects.round`)."""
     lowest_tier: str
     reminder_offsets: tuple[int, ...]
     """Distinct reminder offsets (days before expiry), largest first."""
@@ -53,6 +55,7 @@ def facts(program: Program) -> Facts:
         version=program.version,
         decimals=program.rounding.decimals,
         strategy=program.rounding.strategy,
+        rounder=rounder(program.rounding.decimals, program.rounding.strategy),
         lowest_tier=program.lowest_tier,
         reminder_offsets=offsets,
         reminder_horizon=timedelta(days=offsets[0] + 2) if offsets else timedelta(0),

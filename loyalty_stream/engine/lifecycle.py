@@ -59,7 +59,7 @@ def available_after_activity(fx: Effects, delay_days: int) -> datetime:
     at: datetime | None = memo.get(key)
     if at is None:
         # `available_after(fx.at, ...)`, from the activity's local date (kept per activity)
-        at = memo[key] = local_midnight(fx.local_date() + timedelta(days=delay_days + 1), facts(fx.program).zone)
+        at = memo[key] = local_midnight(fx.local_date() + timedelta(days=delay_days + 1), fx.known.zone)
     return at
 
 
@@ -172,7 +172,7 @@ def may_be_due(fx: Effects, until: datetime) -> bool:
     if first is not None and first <= until:
         return True
     expiry = fx.first_expiry
-    return expiry is not None and expiry - facts(fx.program).reminder_horizon <= until
+    return expiry is not None and expiry - fx.known.reminder_horizon <= until
 
 
 _BY_DUE = attrgetter("at", "order", "key", "days_before")
@@ -349,7 +349,7 @@ def _synthetic(state: CustomerState, at: datetime, kind: DueKind, event_id: str)
 
 
 def _accrual_rules(fx: Effects, at: datetime, converted: list[tuple[Lot, Decimal]]) -> None:
-    if not converted or not facts(fx.program).accrual_rules:
+    if not converted or not fx.known.accrual_rules:
         return
     state = fx.state
     synthetic = _synthetic(state, at, "DelayedAccrual", derive_id("da", state.program_id, state.customer_id, stamp(at)))

@@ -22,7 +22,6 @@ from typing import Any
 
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import local_date
-from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.state import ZERO, Bill, CustomerState, Redemption, StoredRows
 
 
@@ -34,13 +33,13 @@ def newest(state: CustomerState, at: datetime) -> datetime:
 
 def return_rejection(fx: Effects, bill: Bill) -> str | None:
     """Why a return of `bill` is refused now (past the return window), or None."""
-    window = facts(fx.program).return_window
+    window = fx.known.return_window
     if window is None:
         return None
     if bill.event_time + window > newest(fx.state, fx.activity.event_time):
         return None
     days = fx.program.retention.return_window_days
-    bought = local_date(bill.event_time, facts(fx.program).zone).isoformat()
+    bought = local_date(bill.event_time, fx.known.zone).isoformat()
     return (f"bill {bill.bill_number!r} was bought on {bought}, more than {days} days before the customer's "
             f"latest activity: past the return window, its points are no longer returned")
 
@@ -57,7 +56,7 @@ def reversal_rejection(fx: Effects, redemption: Redemption) -> str | None:
 # Dropping -------------------------------------------------------------------------------------------------
 def due(fx: Effects) -> bool:
     """Drop now? Once the program has a window, on the first activity of each new local day (newest time)."""
-    known = facts(fx.program)
+    known = fx.known
     if known.return_window is None and known.redemption_keep is None:
         return False
     last = fx.state.last_event_time
@@ -87,7 +86,7 @@ def prune(fx: Effects, now: datetime) -> None:
     """Drop the bills, redemptions and empty lots past the program's windows at `now`, the customer's newest
     event time (see the module)."""
     state = fx.state
-    known = facts(fx.program)
+    known = fx.known
     bills = raw(state.bills)
     kept_bills: dict[str, str] = {}  # bill number -> the purchase's event id
     if known.return_window is not None:

@@ -33,6 +33,7 @@ from decimal import (
     Decimal,
 )
 from enum import StrEnum
+from typing import NamedTuple
 
 ZERO = Decimal(0)
 
@@ -65,11 +66,31 @@ def round_points(
     value: Decimal, decimals: int = 3, strategy: RoundingStrategy = RoundingStrategy.HALF_UP
 ) -> Decimal:
     """Round `value` to exactly `decimals` places with `strategy`, as the document defines it (see module)."""
+    return rounder(decimals, strategy).round(value)
+
+
+class Rounder(NamedTuple):
+    """`round_points` for one (decimals, strategy), its lookups done once (`rounder`): the engine rounds with
+    the program's rounding several times per activity, and a `RoundingStrategy` hashes in Python (an Enum)."""
+
+    truncate_to: Decimal | None
+    """The half-down / half-even first step: truncate to one more place (None for the other strategies)."""
+    quantum: Decimal
+    mode: str
+
+    def round(self, value: Decimal) -> Decimal:
+        truncate_to = self.truncate_to
+        if truncate_to is not None:
+            value = value.quantize(truncate_to, rounding=ROUND_DOWN)
+        return value.quantize(self.quantum, rounding=self.mode)
+
+
+def rounder(decimals: int, strategy: RoundingStrategy) -> Rounder:
+    """The `Rounder` of `round_points(value, decimals, strategy)`."""
     if not 0 <= decimals <= 3:
         raise ValueError(f"decimals must be 0-3, got {decimals}")
-    if strategy in _NEXT_DIGIT_ONLY:
-        value = value.quantize(_QUANTA[decimals + 1], rounding=ROUND_DOWN)
-    return value.quantize(_QUANTA[decimals], rounding=_DECIMAL_MODES[strategy])
+    truncate_to = _QUANTA[decimals + 1] if strategy in _NEXT_DIGIT_ONLY else None
+    return Rounder(truncate_to, _QUANTA[decimals], _DECIMAL_MODES[strategy])
 
 
 def round_down_to(value: Decimal, decimals: int) -> Decimal:
