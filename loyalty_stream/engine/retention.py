@@ -22,7 +22,7 @@ from typing import Any
 
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import local_date
-from loyalty_stream.engine.state import ZERO, Bill, CustomerState, Redemption, StoredRows
+from loyalty_stream.engine.state import ZERO, Bill, CustomerState, Lot, Redemption, StoredRows
 
 
 def newest(state: CustomerState, at: datetime) -> datetime:
@@ -98,16 +98,16 @@ def prune(fx: Effects, now: datetime) -> None:
                 kept_bills[number] = bill[0] if type(bill) is list else bill.event_id
     else:
         kept_bills = {number: bill[0] if type(bill) is list else bill.event_id for number, bill in bills.items()}
-    empty = [lot for lot in state.lots if lot.remaining <= ZERO]
+    lots = state.lots
+    empty = [lot for lot in lots if lot.remaining <= ZERO]
     redemptions = raw(state.redemptions)
     if not empty and not redemptions:
         return  # no lot to drop and no redemption to look at (about half the time): skip the lot scans
-    bill_lots = {
-        lot.lot_id for lot in state.lots
-        if lot.origin == "earn" and lot.bill_number is not None
-        and kept_bills.get(lot.bill_number) == lot.source_event_id
-    }
-    needed = set(bill_lots)
+    # A lot is needed while a kept bill earned it (`_bill_lot`) or a kept redemption consumed it. The set of
+    # every bill lot is built only for a redemption past its window whose bill is gone (it is kept if it spent
+    # a kept bill's lot); empty lots are tested one by one.
+    bill_lots: set[str] | None = None
+    consumed_kept: set[str] = set()
     keep = known.redemption_keep
     horizon_r = None if keep is None else now - keep
     for rid, item in list(redemptions.items()):
@@ -115,14 +115,22 @@ def prune(fx: Effects, now: datetime) -> None:
             bill_number, consumed = item[3], [c[0] for c in item[4]]
         else:
             bill_number, consumed = item.bill_number, [c.lot_id for c in item.consumed]
-        if (
-            horizon_r is not None and time_of(item, 1, "at") <= horizon_r
-            and bill_number not in kept_bills and not any(lot_id in bill_lots for lot_id in consumed)
-        ):
-            del state.redemptions[rid]
-        else:
-            needed.update(consumed)
-    dropped = [lot for lot in empty if lot.lot_id not in needed]
+        if horizon_r is not None and time_of(item, 1, "at") <= horizon_r and bill_number not in kept_bills:
+            if bill_lots is None:
+                bill_lots = {lot.lot_id for lot in lots if _bill_lot(lot, kept_bills)}
+            if not any(lot_id in bill_lots for lot_id in consumed):
+                del state.redemptions[rid]
+                continue
+        consumed_kept.update(consumed)
+    dropped = [lot for lot in empty if lot.lot_id not in consumed_kept and not _bill_lot(lot, kept_bills)]
     if dropped:
         fx.forget(dropped)
-        state.lots = [lot for lot in state.lots if lot.remaining > ZERO or lot.lot_id in needed]
+        gone = {id(lot) for lot in dropped}  # (lots are distinct objects; their ids need not be distinct)
+        state.lots = [lot for lot in lots if id(lot) not in gone]
+
+
+def _bill_lot(lot: Lot, kept_bills: dict[str, str]) -> bool:
+    """Was the lot earned by a purchase whose bill is kept (by that very purchase, not an earlier one of the
+    same number)?"""
+    return (lot.origin == "earn" and lot.bill_number is not None
+            and kept_bills.get(lot.bill_number) == lot.source_event_id)

@@ -1,27 +1,34 @@
 """Fast paths of the engine's fixed per-activity cost give exactly what the plain computation gives.
 
 `Effects` looks the program's facts up once and rounds with a `Rounder` built once per program; ledger entries
-and balance changes are filled into a copy of a full field dict instead of a literal.
+and balance changes are filled into a copy of a full field dict instead of a literal; retention's prune builds
+the set of every kept bill's lots only when a redemption decision needs it.
 """
 
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import pytest
 
+from bench import workload
 from loyalty_stream.engine import effects as effects_module
+from loyalty_stream.engine import retention
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.rounding import _DECIMAL_MODES, _QUANTA, RoundingStrategy, round_points, rounder
-from loyalty_stream.engine.state import new_state
+from loyalty_stream.engine.state import ZERO, CustomerState, copy_state, new_state, state_from_dict, state_to_dict
+from loyalty_stream.engine.times import fixed
+from loyalty_stream.events.activities import activity_adapter
 from loyalty_stream.events.outputs import BalanceChange, LedgerEntry
+from loyalty_stream.program.model import Program
 
 from .conftest import activity
-from .test_redeem import make_program
+from .test_redeem import Customer, make_program
 
 D = Decimal
 
@@ -115,3 +122,101 @@ def test_entries_and_balance_changes_validate_as_built_by_hand() -> None:
     # Each instance has its own field dict (the template is copied, never shared or changed).
     assert len({id(entry.__dict__) for entry in entries}) == len(entries)
     assert all(value is None for name, value in effects_module._ENTRY.items() if name != "type")
+
+
+# Retention prune -------------------------------------------------------------------------------------------
+def plain_prune(fx: Effects, now: datetime) -> None:
+    """`retention.prune` as it was: the set of every kept bill's lots built whenever anything is looked at."""
+    state = fx.state
+    known = fx.known
+    bills = retention.raw(state.bills)
+    kept_bills: dict[str, str] = {}
+    if known.return_window is not None:
+        horizon = now - known.return_window
+        for number, bill in list(bills.items()):
+            if retention.time_of(bill, 1, "event_time") <= horizon:
+                del state.bills[number]
+            else:
+                kept_bills[number] = bill[0] if type(bill) is list else bill.event_id
+    else:
+        kept_bills = {number: bill[0] if type(bill) is list else bill.event_id for number, bill in bills.items()}
+    empty = [lot for lot in state.lots if lot.remaining <= ZERO]
+    redemptions = retention.raw(state.redemptions)
+    if not empty and not redemptions:
+        return
+    bill_lots = {
+        lot.lot_id for lot in state.lots
+        if lot.origin == "earn" and lot.bill_number is not None
+        and kept_bills.get(lot.bill_number) == lot.source_event_id
+    }
+    needed = set(bill_lots)
+    keep = known.redemption_keep
+    horizon_r = None if keep is None else now - keep
+    for rid, item in list(redemptions.items()):
+        if type(item) is list:
+            bill_number, consumed = item[3], [c[0] for c in item[4]]
+        else:
+            bill_number, consumed = item.bill_number, [c.lot_id for c in item.consumed]
+        if (
+            horizon_r is not None and retention.time_of(item, 1, "at") <= horizon_r
+            and bill_number not in kept_bills and not any(lot_id in bill_lots for lot_id in consumed)
+        ):
+            del state.redemptions[rid]
+        else:
+            needed.update(consumed)
+    dropped = [lot for lot in empty if lot.lot_id not in needed]
+    if dropped:
+        fx.forget(dropped)
+        state.lots = [lot for lot in state.lots if lot.remaining > ZERO or lot.lot_id in needed]
+
+
+def _pruned(prune: Any, state: CustomerState, event: Any, program: Program, now: datetime,
+            decoded: bool) -> tuple[dict[str, Any], str, str]:
+    copy = state_from_dict(state_to_dict(state)) if decoded else copy_state(state)
+    fx = Effects(copy, event, program, None)
+    prune(fx, now)
+    return state_to_dict(copy), str(fx.current), str(fx.promised)
+
+
+def test_prune_drops_and_keeps_exactly_what_it_did() -> None:
+    """Over the benchmark's customers at many points in time (bills, redemptions and empty lots past and within
+    their windows, redemptions of dropped and of kept bills), with decoded (row) and object bills."""
+    registry = workload.load_registry()
+    program = registry.get(workload.PROGRAM_ID)
+    states: dict[str, CustomerState] = {}
+    compared = dropped = 0
+    for record in workload.generate(activities=500, customers=25, seed=5):
+        event = activity_adapter.validate_json(record.value or b"")
+        state = states.get(event.customer_id)
+        if state is not None and (state.lots or state.redemptions):
+            for days in (0, 91, 200):
+                now = fixed(event.event_time) + timedelta(days=days)
+                for decoded in (False, True):
+                    expected = _pruned(plain_prune, state, event, program, now, decoded)
+                    assert _pruned(retention.prune, state, event, program, now, decoded) == expected
+                    compared += 1
+                    dropped += len(expected[0]["lots"]) < len(state.lots)
+        states[event.customer_id] = apply(state, event, program).state
+    assert compared > 400 and dropped > 40, (compared, dropped)
+
+
+def test_prune_keeps_a_redemption_past_its_window_that_spent_a_kept_bills_points() -> None:
+    """The case that needs the set of kept bills' lots: a redemption past its reversal window, with no bill of
+    its own, that consumed a lot of a bill still in its (longer) return window; and once that bill is gone."""
+    program = make_program(retention={"return_window_days": 30, "reversal_window_days": 10})
+    customer = Customer(program)
+    customer.buy("B1", "100", "2024-10-01T10:00:00+00:00")
+    customer.buy("B2", "50", "2024-10-01T11:00:00+00:00")
+    customer.redeem("12", "2024-10-02T10:00:00+00:00", redemption_id="R-1")
+    customer.redeem("3", "2024-10-02T11:00:00+00:00", redemption_id="R-2")
+    state = customer.state
+    event = activity("TransactionAdd", "t9", "2024-10-03T10:00:00+00:00", bill_number="B9", amount="1")
+    kept = dropped = 0
+    for day in (3, 12, 20, 31, 32, 60):
+        now = fixed(datetime(2024, 10, 1, 12, tzinfo=UTC)) + timedelta(days=day - 1)
+        for decoded in (False, True):
+            expected = _pruned(plain_prune, state, event, program, now, decoded)
+            assert _pruned(retention.prune, state, event, program, now, decoded) == expected
+            kept += "R-1" in expected[0]["redemptions"]
+            dropped += "R-1" not in expected[0]["redemptions"]
+    assert kept and dropped
