@@ -63,7 +63,14 @@ def due(fx: Effects) -> bool:
     at = fx.time
     if last is None or at <= last:
         return False
+    if at - last >= _SURELY_ANOTHER_DAY:
+        return True  # (no zone conversion: most customers' activities are days apart)
     return fx.local_date() != local_date(last, known.zone)
+
+
+_SURELY_ANOTHER_DAY = timedelta(hours=24 + 48)
+"""Two instants this far apart fall on different local days in any zone: a UTC offset is less than 24 hours
+either way (Python's bound on any tzinfo), so their local wall times are more than 24 hours apart."""
 
 
 def time_of(row_or_item: Any, index: int, attribute: str) -> datetime:

@@ -8,7 +8,7 @@ the set of every kept bill's lots only when a redemption decision needs it.
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -19,6 +19,7 @@ from loyalty_stream.engine import effects as effects_module
 from loyalty_stream.engine import retention
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.expiry import local_date
 from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.rounding import _DECIMAL_MODES, _QUANTA, RoundingStrategy, round_points, rounder
 from loyalty_stream.engine.state import ZERO, CustomerState, copy_state, new_state, state_from_dict, state_to_dict
@@ -220,3 +221,36 @@ def test_prune_keeps_a_redemption_past_its_window_that_spent_a_kept_bills_points
             kept += "R-1" in expected[0]["redemptions"]
             dropped += "R-1" not in expected[0]["redemptions"]
     assert kept and dropped
+
+
+# Retention due -------------------------------------------------------------------------------------------
+def plain_due(fx: Effects) -> bool:
+    known = fx.known
+    if known.return_window is None and known.redemption_keep is None:
+        return False
+    last = fx.state.last_event_time
+    if last is None or fx.time <= last:
+        return False
+    return local_date(fx.time, known.zone) != local_date(last, known.zone)
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "Pacific/Kiritimati", "Pacific/Pago_Pago",
+                                  "America/New_York", "Asia/Manila"])
+def test_retention_due_matches_the_local_dates(zone: str) -> None:
+    """Gaps just under, at and past the shortcut's bound, across DST changes and an old local mean time (Manila's
+    LMT was almost 16 hours behind UTC), with times written in offsets other than the zone's."""
+    program = make_program(timezone=zone, retention={"return_window_days": 30, "reversal_window_days": 10})
+    offsets = [timezone(timedelta(hours=h)) for h in (-11, 0, 5.5, 14)]
+    starts = [datetime(2024, 3, 9, 23, 30, tzinfo=UTC), datetime(2024, 11, 2, 1, tzinfo=UTC),
+              datetime(1844, 12, 29, 3, tzinfo=UTC), datetime(2024, 6, 30, 12, tzinfo=UTC),
+              datetime(2024, 6, 30, 0, 30, tzinfo=UTC), datetime(2024, 6, 29, 19, tzinfo=UTC)]  # 00:30 UTC, IST
+    shortcut = 0
+    for start, gap_hours, written in itertools.product(starts, (0, 1, 23, 25, 47, 71, 72, 73, 97), offsets):
+        state = new_state("c1", "default")
+        state.last_event_time = fixed(start.astimezone(offsets[-1 - offsets.index(written)]))
+        when = (start + timedelta(hours=gap_hours)).astimezone(written)
+        fx = Effects(state, activity("TransactionAdd", "t1", when.isoformat(), bill_number="B1", amount="1"),
+                     program, None)
+        assert retention.due(fx) == plain_due(fx), (start, gap_hours, written)
+        shortcut += gap_hours >= 72
+    assert shortcut
