@@ -20,20 +20,23 @@ from loyalty_stream.engine.state import ZERO, CustomerState
 Period = Literal["day", "calendar_week", "calendar_month", "calendar_year", "lifetime"]
 
 
-def period_start(at: datetime, period: Period, zone: ZoneInfo) -> datetime | None:
-    """Local midnight that opens the period containing `at` (weeks start on Monday); None for lifetime."""
-    local = at.astimezone(zone).date()
+def _opening_date(local: date, period: Period) -> date | None:
+    """The local date that opens the period containing local date `local` (weeks start on Monday)."""
     if period == "lifetime":
         return None
     if period == "day":
-        start = local
-    elif period == "calendar_week":
-        start = local - timedelta(days=local.weekday())
-    elif period == "calendar_month":
-        start = local.replace(day=1)
-    else:
-        start = local.replace(month=1, day=1)
-    return datetime.combine(start, time(0), tzinfo=zone)
+        return local
+    if period == "calendar_week":
+        return local - timedelta(days=local.weekday())
+    if period == "calendar_month":
+        return local.replace(day=1)
+    return local.replace(month=1, day=1)
+
+
+def period_start(at: datetime, period: Period, zone: ZoneInfo) -> datetime | None:
+    """Local midnight that opens the period containing `at` (weeks start on Monday); None for lifetime."""
+    start = _opening_date(at.astimezone(zone).date(), period)
+    return None if start is None else datetime.combine(start, time(0), tzinfo=zone)
 
 
 def period_key(at: datetime, period: Period, zone: ZoneInfo) -> str:
@@ -45,17 +48,8 @@ def period_key(at: datetime, period: Period, zone: ZoneInfo) -> str:
 def period_label(local: date, period: Period) -> str:
     """`period_key` of an instant whose local date (in the zone) is `local`: the label names the local date
     that opens the period, which only that date decides."""
-    if period == "lifetime":
-        return "lifetime"
-    if period == "day":
-        start = local
-    elif period == "calendar_week":
-        start = local - timedelta(days=local.weekday())
-    elif period == "calendar_month":
-        start = local.replace(day=1)
-    else:
-        start = local.replace(month=1, day=1)
-    return f"{period}:{start.isoformat()}"
+    start = _opening_date(local, period)
+    return "lifetime" if start is None else f"{period}:{start.isoformat()}"
 
 
 def points_redeemed(state: CustomerState, since: datetime | None, until: datetime, *,
