@@ -76,18 +76,19 @@ _INFO_KEY = "earn_info"
 
 
 def earn_info(program: Program, code: str) -> EarnInfo:
-    """Per-condition facts cached in `program.compiled` (plain dict lookups on the hot path)."""
-    table = program.compiled.get(_INFO_KEY)
-    if table is None:
-        table = {}
+    """Per-condition facts cached in `program.compiled` (plain dict lookups on the hot path), with the program
+    they are for: a copied program (`model_copy` shares `compiled`) with other conditions gets its own."""
+    owned = program.compiled.get(_INFO_KEY)
+    if owned is None or owned[0] is not program:
+        table: dict[str, EarnInfo] = {}
         for condition in program.earn_conditions:
             allocation = condition.allocation
             base = None
             if isinstance(allocation, MultiplierAllocation):
                 base = program.earn_condition(allocation.base)
             table[condition.code] = EarnInfo(condition, source_kind(program, condition), base)
-        program.compiled[_INFO_KEY] = table
-    info: EarnInfo = table[code]
+        owned = program.compiled[_INFO_KEY] = (program, table)
+    info: EarnInfo = owned[1][code]
     return info
 
 

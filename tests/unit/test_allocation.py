@@ -389,3 +389,16 @@ def test_a_bill_number_is_credited_once_even_under_a_new_event_id() -> None:
     other = apply(again.state, activity("TransactionAdd", "t3", "2024-10-30T12:00:00+00:00", bill_number="B2",
                                         amount="50"), prog)
     assert other.rejected is None and other.state.current == Decimal("15.00")
+
+
+def test_a_copied_program_with_other_conditions_earns_by_its_own_conditions() -> None:
+    """Per-condition facts are cached in `program.compiled`, which `model_copy` shares: the copy must not earn
+    by the original's conditions (what-if tools and tests copy programs with changed conditions)."""
+    prog = program({"code": "PCT", "allocation": {"type": "prorated", "percent": 10}})
+    assert earned(buy(prog, "500")) == {"PCT": D("50.00")}
+    changed = prog.earn_conditions[0].model_copy(
+        update={"allocation": prog.earn_conditions[0].allocation.model_copy(update={"percent": D(20)})})
+    copy = prog.model_copy(update={"earn_conditions": [changed]})
+    assert copy.compiled is prog.compiled  # the cache is shared ...
+    assert earned(buy(copy, "500")) == {"PCT": D("100.00")}  # ... but not its facts
+    assert earned(buy(prog, "500")) == {"PCT": D("50.00")}
