@@ -183,25 +183,6 @@ def _build_plan(program: Program, action: AllocateAction, rule: Rule, index: int
     )
 
 
-def _units(plan: ActionPlan, payload: act.TransactionPayload | None) -> list[Unit]:
-    """`line_items.units_for` from the plan (the same units, in bill order)."""
-    if payload is None:
-        return [Unit(None, ZERO)]
-    options = plan.options
-    items = payload.line_items
-    if options is None or not items:
-        if plan.filtered:
-            return []
-        return [Unit(None, payload.amount)]
-    if not plan.filtered:
-        return [Unit(item.item_id, item.amount, item) for item in items]
-    sku_in, category_in = options.sku_in, options.category_in
-    return [
-        Unit(item.item_id, item.amount, item) for item in items
-        if (sku_in is None or item.sku in sku_in) and (category_in is None or item.category in category_in)
-    ]
-
-
 def _sources(fx: Effects, plan: ActionPlan, activity: Any, units: list[Unit], scope: SetScope | None,
              where: Callable[[], str]) -> Sources | None:
     """(desired exact points, capped exact points, desired weights, capped weights) over `units`."""
@@ -264,7 +245,7 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
         return f"{owner}.actions[{index}] {plan.code}"
 
     payload = activity.payload if isinstance(activity, act.TransactionAdd) else None
-    units = _units(plan, payload)
+    units = line_items.units_for(plan.options, plan.filtered, payload)
     if not units:
         return []
     tender_modes = plan.tender_modes

@@ -15,7 +15,7 @@ from math import lcm
 
 from loyalty_stream.engine.state import ZERO
 from loyalty_stream.events.activities import LineItem, TransactionPayload
-from loyalty_stream.program.rules import AllocateAction
+from loyalty_stream.program.rules import LineItemOptions
 
 ONE = Decimal(1)
 
@@ -29,25 +29,21 @@ class Unit:
     item: LineItem | None = None
 
 
-def _eligible(item: LineItem, action: AllocateAction) -> bool:
-    options = action.line_items
-    if options is None:
-        return True
-    if options.sku_in is not None and item.sku not in options.sku_in:
-        return False
-    return options.category_in is None or item.category in options.category_in
-
-
-def units_for(action: AllocateAction, payload: TransactionPayload | None) -> list[Unit]:
-    """The units an allocate action earns on (before caps); empty when a filter matches nothing."""
+def units_for(options: LineItemOptions | None, filtered: bool, payload: TransactionPayload | None) -> list[Unit]:
+    """The units an allocate action with line-item `options` earns on (before caps), in bill order; empty when
+    a filter matches nothing. `filtered` is `options.filtered` (the action's plan keeps it: `earn.ActionPlan`)."""
     if payload is None:
         return [Unit(None, ZERO)]
-    options = action.line_items
-    if options is None or not payload.line_items:
-        if options is not None and options.filtered:
-            return []
-        return [Unit(None, payload.amount)]
-    return [Unit(item.item_id, item.amount, item) for item in payload.line_items if _eligible(item, action)]
+    items = payload.line_items
+    if options is None or not items:
+        return [] if filtered else [Unit(None, payload.amount)]
+    if not filtered:
+        return [Unit(item.item_id, item.amount, item) for item in items]
+    sku_in, category_in = options.sku_in, options.category_in
+    return [
+        Unit(item.item_id, item.amount, item) for item in items
+        if (sku_in is None or item.sku in sku_in) and (category_in is None or item.category in category_in)
+    ]
 
 
 def tender_amounts(payload: TransactionPayload, modes: Sequence[str]) -> Decimal:
