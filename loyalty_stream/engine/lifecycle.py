@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import groupby
 from operator import attrgetter
@@ -49,7 +49,12 @@ CONVERT, REMIND, EXPIRE = 0, 1, 2
 def available_after(event_time: datetime, delay_days: int, zone: ZoneInfo) -> datetime:
     """Delayed points become current the morning after event date + N days, in the program's zone
     (28 Sep + 1 day -> 00:00 local on 30 Sep)."""
-    return local_midnight(local_date(event_time, zone) + timedelta(days=delay_days + 1), zone)
+    return available_from(local_date(event_time, zone), delay_days, zone)
+
+
+def available_from(event_day: date, delay_days: int, zone: ZoneInfo) -> datetime:
+    """`available_after` an event whose local date is `event_day`."""
+    return local_midnight(event_day + timedelta(days=delay_days + 1), zone)
 
 
 def available_after_activity(fx: Effects, delay_days: int) -> datetime:
@@ -58,8 +63,7 @@ def available_after_activity(fx: Effects, delay_days: int) -> datetime:
     key = ("available_after", delay_days)
     at: datetime | None = memo.get(key)
     if at is None:
-        # `available_after(fx.at, ...)`, from the activity's local date (kept per activity)
-        at = memo[key] = local_midnight(fx.local_date() + timedelta(days=delay_days + 1), fx.known.zone)
+        at = memo[key] = available_from(fx.local_date(), delay_days, fx.known.zone)
     return at
 
 
