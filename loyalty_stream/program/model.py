@@ -19,6 +19,18 @@ from loyalty_stream.program.rules import ActivityName, RuleSet
 from loyalty_stream.program.tiers import Tier, TierPolicy
 
 
+class ProgramCache(dict[str, Any]):
+    """`Program.compiled`: a copied program starts with an empty cache and compiles its own artefacts on first
+    use. Copies of the artefacts would be wrong (plans key rules by `id`) and some cannot be copied at all
+    (the engine's compiled frozen dataclasses)."""
+
+    def __copy__(self) -> ProgramCache:
+        return ProgramCache()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ProgramCache:
+        return ProgramCache()
+
+
 class Reminders(ProgramPart):
     """Expiry reminders: a notification N days before a group of points expires."""
 
@@ -56,8 +68,9 @@ class Program(ProgramPart):
     _expiry: dict[str, ExpiryCondition] = PrivateAttr(default_factory=dict)
     _redeem: dict[str, RedeemCondition] = PrivateAttr(default_factory=dict)
     _zone: ZoneInfo = PrivateAttr()
-    compiled: dict[str, Any] = Field(default_factory=dict, exclude=True, repr=False)
-    """Pre-compiled artefacts (expressions) keyed by owner; filled by the loader, never serialised."""
+    compiled: dict[str, Any] = Field(default_factory=ProgramCache, exclude=True, repr=False)
+    """Pre-compiled artefacts (expressions, plans) keyed by owner; filled by the loader and on first use, never
+    serialised, and never copied (`ProgramCache`)."""
 
     @field_validator("timezone")
     @classmethod

@@ -402,3 +402,17 @@ def test_a_copied_program_with_other_conditions_earns_by_its_own_conditions() ->
     assert copy.compiled is prog.compiled  # the cache is shared ...
     assert earned(buy(copy, "500")) == {"PCT": D("100.00")}  # ... but not its facts
     assert earned(buy(prog, "500")) == {"PCT": D("50.00")}
+
+
+def test_a_deep_copy_of_a_used_program_compiles_its_own_artefacts() -> None:
+    """`model_copy(deep=True)` of a program the engine has used: the copy's cache starts empty (copied plans
+    would key the original's rules, and the compiled engine's frozen artefacts cannot be copied) and it earns
+    alike from artefacts of its own."""
+    prog = program({"code": "PCT", "allocation": {"type": "prorated", "percent": 10}})
+    assert earned(buy(prog, "500")) == {"PCT": D("50.00")}
+    assert prog.compiled
+    copy = prog.model_copy(deep=True)
+    assert copy.compiled == {} and copy.compiled is not prog.compiled
+    assert earned(buy(copy, "500")) == {"PCT": D("50.00")}
+    assert copy.compiled.keys() == prog.compiled.keys()
+    assert all(copy.compiled[key] is not prog.compiled[key] for key in copy.compiled)
