@@ -33,6 +33,7 @@ from typing import Any
 import orjson
 
 from bench import broker_bench, engine_bench, store_bench, workload
+from loyalty_stream import ENGINE_FORM
 from loyalty_stream.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -43,7 +44,7 @@ SECTIONS = ("baseline", "end_to_end", "latency", "engine", "replay", "memory")
 
 def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+            "engine": ENGINE_FORM, "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 async def run_broker(args: argparse.Namespace, records: list[Any], results: dict[str, Any]) -> None:

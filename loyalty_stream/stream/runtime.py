@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from loyalty_stream import ENGINE_FORM
 from loyalty_stream.devstack.redis import redis_answers
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.settings import Settings
@@ -111,6 +112,7 @@ loyalty-stream dev stack is up
   Redis                   {live.redis_url}
   programs                {', '.join(f'{p} v{getattr(registry.get(p), "version", "?")}' for p in registry.ids())}
   topics                  {len(stack.topics)} created from the catalogue (prefix {prefix!r})
+  rules engine            {ENGINE_FORM}
 
 Try it, in another terminal:
   {env} .venv/bin/loyalty-stream tail balance-changes

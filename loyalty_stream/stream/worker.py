@@ -56,6 +56,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.streams import _current_event  # a persistent store files a write under the current event's partition
 from redis.asyncio import Redis
 
+from loyalty_stream import ENGINE_FORM
 from loyalty_stream.engine.state import CustomerState
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.scheduler import Scheduler
@@ -294,6 +295,7 @@ class LoyaltyWorker:
         """Complete batches in order (see the module docstring); a failed delivery crashes the app."""
         queue = self._batches()
         self._delivering = True
+        log.info("rules engine: %s", "compiled (mypyc)" if ENGINE_FORM == "compiled" else "pure Python (slower)")
         try:
             while True:
                 batch = await queue.get()
