@@ -1,5 +1,14 @@
 # The loyalty-stream worker image (used by docker-compose.yml's `worker` service).
 # Installs the package non-editably: the topic catalogue ships inside it as package data.
+
+# The wheel, with the rules engine compiled by mypyc (setup.py): the compiler stays in this stage.
+FROM python:3.11-slim AS wheel
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
+COPY loyalty_stream ./loyalty_stream
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -9,10 +18,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so that code changes do not re-download them.
-COPY pyproject.toml README.md ./
-COPY loyalty_stream ./loyalty_stream
-RUN pip install '.[rocksdb]'  # rocksdict for LOYALTY_STORE=rocksdb://
+COPY --from=wheel /wheels /wheels
+RUN pip install --find-links /wheels 'loyalty-stream[rocksdb]' && rm -rf /wheels  # rocksdict for rocksdb://
 
 # Program definitions are data, read at start from ./programs (LOYALTY_PROGRAM_DIR to change).
 COPY programs ./programs
