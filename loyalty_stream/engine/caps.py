@@ -149,6 +149,16 @@ class AmountCap:
     """Tender caps: the capped payment modes, and the part of their payment over the allowance."""
     excess: Decimal = ZERO
 
+    def __init__(self, key: str, counted: Decimal, factors: dict[str | None, Decimal], notes: list[str] | None = None,
+                 modes: frozenset[str] = frozenset(), excess: Decimal = ZERO) -> None:
+        # Written out: under mypyc an explicit __init__ is compiled, the dataclass-generated one runs interpreted.
+        self.key = key
+        self.counted = counted
+        self.factors = factors
+        self.notes = [] if notes is None else notes
+        self.modes = modes
+        self.excess = excess
+
     def for_modes(self, payload: TransactionPayload, eligible: Sequence[str] | None) -> Decimal:
         """Tender cap factor for an action that earns only on `eligible` modes (tender unroller).
 
@@ -182,6 +192,22 @@ class SetScope:
     _points_key: str | None = None
     _points_exhausted: bool = False
     _amount_caps: list[AmountCap] | None = None
+
+    def __init__(self, compiled: CompiledRuleSet, activity: Any, key_prefix: tuple[object, ...],
+                 lots: list[Lot] | None = None, awarded: Decimal = ZERO, _tender: AmountCap | None = None,
+                 _tracker: AmountCap | None = None, _points_key: str | None = None, _points_exhausted: bool = False,
+                 _amount_caps: list[AmountCap] | None = None) -> None:
+        # Written out: under mypyc an explicit __init__ is compiled, the dataclass-generated one runs interpreted.
+        self.compiled = compiled
+        self.activity = activity
+        self.key_prefix = key_prefix
+        self.lots = [] if lots is None else lots
+        self.awarded = awarded
+        self._tender = _tender
+        self._tracker = _tracker
+        self._points_key = _points_key
+        self._points_exhausted = _points_exhausted
+        self._amount_caps = _amount_caps
 
     @property
     def caps(self) -> Caps:

@@ -104,6 +104,26 @@ class Outcome:
     given_up: list[GivenUp] = field(default_factory=list)
     """Parked activities (the one at hand included) that will not run, with the reason (`engine.parking`)."""
 
+    def __init__(self, state: CustomerState, ledger: list[LedgerEntry] | None = None,
+                 balance_change: BalanceChange | None = None, notifications: list[Notification] | None = None,
+                 redemption_result: RedemptionResult | None = None, tier_changes: list[TierChange] | None = None,
+                 coupons: list[CouponIssued] | None = None, duplicate: bool = False, rejected: str | None = None,
+                 skipped: list[str] | None = None, parked: list[str] | None = None,
+                 given_up: list[GivenUp] | None = None) -> None:
+        # Written out: under mypyc an explicit __init__ is compiled, the dataclass-generated one runs interpreted.
+        self.state = state
+        self.ledger = [] if ledger is None else ledger
+        self.balance_change = balance_change
+        self.notifications = [] if notifications is None else notifications
+        self.redemption_result = redemption_result
+        self.tier_changes = [] if tier_changes is None else tier_changes
+        self.coupons = [] if coupons is None else coupons
+        self.duplicate = duplicate
+        self.rejected = rejected
+        self.skipped = [] if skipped is None else skipped
+        self.parked = [] if parked is None else parked
+        self.given_up = [] if given_up is None else given_up
+
 
 class Effects:
     """Collects the outputs of one activity against one customer state."""

@@ -28,6 +28,12 @@ class Unit:
     amount: Decimal
     item: LineItem | None = None
 
+    def __init__(self, item_id: str | None, amount: Decimal, item: LineItem | None = None) -> None:
+        # Written out: under mypyc an explicit __init__ is compiled, the dataclass-generated one runs interpreted.
+        self.item_id = item_id
+        self.amount = amount
+        self.item = item
+
 
 def units_for(options: LineItemOptions | None, filtered: bool, payload: TransactionPayload | None) -> list[Unit]:
     """The units an allocate action with line-item `options` earns on (before caps), in bill order; empty when

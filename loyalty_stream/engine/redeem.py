@@ -177,6 +177,16 @@ class _Attempt:
     deferred: list[tuple[Any, Rule, int, Any]] = field(default_factory=list)
     """(action, rule, index, the rule set's scope) of the actions waiting for the verdict."""
 
+    def __init__(self, points: Decimal, redemption_id: str, decided: bool = False, accepted: bool = False,
+                 miss: str = "", deferred: list[tuple[Any, Rule, int, Any]] | None = None) -> None:
+        # Written out: under mypyc an explicit __init__ is compiled, the dataclass-generated one runs interpreted.
+        self.points = points
+        self.redemption_id = redemption_id
+        self.decided = decided
+        self.accepted = accepted
+        self.miss = miss
+        self.deferred = [] if deferred is None else deferred
+
 
 def handle_redemption(fx: Effects, activity: act.PointsRedemption) -> None:
     payload = activity.payload

@@ -57,6 +57,33 @@ class Lot:
     object stored, the lot is unchanged and encodes as that row (every field type is immutable, so any change
     to a lot replaces an object)."""
 
+    def __init__(self, lot_id: str, points: Decimal, remaining: Decimal, promised: bool, earned_at: datetime,
+                 available_at: datetime | None, expires_at: datetime | None, source_event_id: str,
+                 origin: str = "earn", condition_code: str | None = None, bill_number: str | None = None,
+                 line_item_id: str | None = None, expiry_code: str | None = None, rolling: bool = False,
+                 reminded: tuple[int, ...] = (), cap_keys: tuple[str, ...] = (), shortfall: Decimal = ZERO,
+                 stored: list[Any] | None = None) -> None:
+        # Written out (the dataclass would generate the same): under mypyc an explicit __init__ is compiled,
+        # the generated one runs interpreted. The same holds for the other hot records of this module.
+        self.lot_id = lot_id
+        self.points = points
+        self.remaining = remaining
+        self.promised = promised
+        self.earned_at = earned_at
+        self.available_at = available_at
+        self.expires_at = expires_at
+        self.source_event_id = source_event_id
+        self.origin = origin
+        self.condition_code = condition_code
+        self.bill_number = bill_number
+        self.line_item_id = line_item_id
+        self.expiry_code = expiry_code
+        self.rolling = rolling
+        self.reminded = reminded
+        self.cap_keys = cap_keys
+        self.shortfall = shortfall
+        self.stored = stored
+
     @property
     def spendable(self) -> bool:
         return not self.promised and self.remaining > ZERO
@@ -71,6 +98,15 @@ class BillItem:
     returned_quantity: Decimal = ZERO
     returned_amount: Decimal = ZERO
 
+    def __init__(self, item_id: str, sku: str, amount: Decimal, quantity: Decimal,
+                 returned_quantity: Decimal = ZERO, returned_amount: Decimal = ZERO) -> None:
+        self.item_id = item_id
+        self.sku = sku
+        self.amount = amount
+        self.quantity = quantity
+        self.returned_quantity = returned_quantity
+        self.returned_amount = returned_amount
+
 
 @dataclass(slots=True)
 class Bill:
@@ -84,11 +120,26 @@ class Bill:
     returned_amount: Decimal = ZERO
     fully_returned: bool = False
 
+    def __init__(self, bill_number: str, event_id: str, event_time: datetime, amount: Decimal,
+                 items: dict[str, BillItem] | None = None, returned_amount: Decimal = ZERO,
+                 fully_returned: bool = False) -> None:
+        self.bill_number = bill_number
+        self.event_id = event_id
+        self.event_time = event_time
+        self.amount = amount
+        self.items = {} if items is None else items
+        self.returned_amount = returned_amount
+        self.fully_returned = fully_returned
+
 
 @dataclass(slots=True)
 class Consumption:
     lot_id: str
     points: Decimal
+
+    def __init__(self, lot_id: str, points: Decimal) -> None:
+        self.lot_id = lot_id
+        self.points = points
 
 
 @dataclass(slots=True)
@@ -100,6 +151,16 @@ class Redemption:
     bill_number: str | None
     consumed: list[Consumption] = field(default_factory=list)
     reversed: bool = False
+
+    def __init__(self, redemption_id: str, event_id: str, at: datetime, points: Decimal, bill_number: str | None,
+                 consumed: list[Consumption] | None = None, reversed: bool = False) -> None:
+        self.redemption_id = redemption_id
+        self.event_id = event_id
+        self.at = at
+        self.points = points
+        self.bill_number = bill_number
+        self.consumed = [] if consumed is None else consumed
+        self.reversed = reversed
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +204,41 @@ class CustomerState:
     last_event_time: datetime | None = None
     parked: list[Parked] = field(default_factory=list)
     """Activities waiting for what they refer to, in arrival order (bounded: `engine.parking`)."""
+
+    def __init__(
+        self, customer_id: str, program_id: str, seq: int = 0, tier: str | None = None,
+        registered_at: datetime | None = None, membership_end: date | None = None,
+        custom_fields: dict[str, Any] | None = None, extended_fields: dict[str, Any] | None = None,
+        lots: list[Lot] | None = None, debt: Decimal = ZERO, lifetime_earned: Decimal = ZERO,
+        lifetime_purchases: Decimal = ZERO, purchase_count: int = 0, redeemed: Decimal = ZERO,
+        expired: Decimal = ZERO, returned: Decimal = ZERO, counters: dict[str, Decimal] | None = None,
+        redemptions: MutableMapping[str, Redemption] | None = None, bills: MutableMapping[str, Bill] | None = None,
+        recent_event_ids: dict[str, None] | None = None, offsets: dict[str, int] | None = None,
+        last_event_time: datetime | None = None, parked: list[Parked] | None = None,
+    ) -> None:
+        self.customer_id = customer_id
+        self.program_id = program_id
+        self.seq = seq
+        self.tier = tier
+        self.registered_at = registered_at
+        self.membership_end = membership_end
+        self.custom_fields = {} if custom_fields is None else custom_fields
+        self.extended_fields = {} if extended_fields is None else extended_fields
+        self.lots = [] if lots is None else lots
+        self.debt = debt
+        self.lifetime_earned = lifetime_earned
+        self.lifetime_purchases = lifetime_purchases
+        self.purchase_count = purchase_count
+        self.redeemed = redeemed
+        self.expired = expired
+        self.returned = returned
+        self.counters = {} if counters is None else counters
+        self.redemptions = {} if redemptions is None else redemptions
+        self.bills = {} if bills is None else bills
+        self.recent_event_ids = {} if recent_event_ids is None else recent_event_ids
+        self.offsets = {} if offsets is None else offsets
+        self.last_event_time = last_event_time
+        self.parked = [] if parked is None else parked
 
     # Derived balances -------------------------------------------------------------------------------
     @property
