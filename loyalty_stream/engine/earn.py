@@ -298,12 +298,11 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     expires_at, expiry_code, rolling = expiry.assign_expiry(fx, plan.expiry)
     lots = []
     code, rule_name = plan.code, rule.name
-    credit = fx.credit
     for unit, want, got in zip(units, desired_shares, awarded_shares, strict=True):
         if got <= ZERO:
             continue
         item_id = unit.item_id
-        lots.append(credit(
+        lots.append(fx.credit(
             points=got,
             key=(*head, item_id or ""),
             promised=promised,

@@ -141,17 +141,16 @@ def _pending(state: CustomerState, program: Program, until: datetime | None) -> 
     table = _reminder_table(zone, offsets) if offsets else None
     reminded: set[tuple[datetime, int]] = set()
     pending: list[Transition] = []
-    add = pending.append
     for lot in state.lots:
         if lot.remaining <= ZERO:
             continue
         if lot.promised and lot.available_at is not None and (until is None or lot.available_at <= until):
-            add(Transition(lot.available_at, CONVERT, lot.lot_id, lot))
+            pending.append(Transition(lot.available_at, CONVERT, lot.lot_id, lot))
         expires_at = lot.expires_at
         if expires_at is None:
             continue
         if until is None or expires_at <= until:
-            add(Transition(expires_at, EXPIRE, lot.lot_id, lot))
+            pending.append(Transition(expires_at, EXPIRE, lot.lot_id, lot))
         if table is None or (reminders_until is not None and expires_at > reminders_until):
             continue
         dues = table.get(expires_at)
@@ -164,7 +163,7 @@ def _pending(state: CustomerState, program: Program, until: datetime | None) -> 
                 and (expires_at, n) not in reminded
             ):
                 reminded.add((expires_at, n))
-                add(Transition(due, REMIND, stamp(expires_at), lot, n))
+                pending.append(Transition(due, REMIND, stamp(expires_at), lot, n))
     return pending
 
 

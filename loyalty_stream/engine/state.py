@@ -409,7 +409,6 @@ def _lot_rows(lots: list[Lot]) -> list[list[Any]]:
     One loop with the test inline: most lots of a state are unchanged, and a call per lot costs about what
     the test does."""
     rows: list[list[Any]] = []
-    append = rows.append
     for lot in lots:
         stored = lot.stored
         if stored is not None and (
@@ -420,9 +419,9 @@ def _lot_rows(lots: list[Lot]) -> list[list[Any]]:
             and stored[10] is lot.condition_code and stored[11] is lot.bill_number
             and stored[12] is lot.line_item_id and stored[13] is lot.expiry_code and stored[14] is lot.rolling
         ):
-            append(stored[0])
+            rows.append(stored[0])
         else:
-            append(_lot_to(lot))
+            rows.append(_lot_to(lot))
     return rows
 
 
@@ -453,7 +452,6 @@ def _parse(text: str) -> datetime:
 
 def _lots_from(rows: list[list[Any]]) -> list[Lot]:
     lots: list[Lot] = []
-    append = lots.append
     parse = _parse  # a hit is cheaper than any memo of the state's own
     for row in rows:
         earned_at = parse(row[4])
@@ -466,9 +464,16 @@ def _lots_from(rows: list[list[Any]]) -> list[Lot]:
         shortfall = ZERO if len(row) <= 16 or row[16] == "0" else Decimal(row[16])
         points = Decimal(row[1])
         remaining = points if row[2] == row[1] else Decimal(row[2])
-        values = (row[0], points, remaining, row[3], earned_at, available_at, expires_at, row[7],
-                  row[8], row[9], row[10], row[11], row[12], row[13], reminded, cap_keys, shortfall)
-        append(Lot(*values, [row, *values]))
+        # Each field by name and the memo of them spelt out (not one tuple splatted twice): mypyc then calls
+        # the compiled `Lot.__init__` directly instead of through a generic call.
+        lot_id, promised, source_event_id, origin = row[0], row[3], row[7], row[8]
+        condition_code, bill_number, line_item_id, expiry_code, rolling = row[9], row[10], row[11], row[12], row[13]
+        lots.append(Lot(lot_id, points, remaining, promised, earned_at, available_at, expires_at, source_event_id,
+                        origin, condition_code, bill_number, line_item_id, expiry_code, rolling, reminded, cap_keys,
+                        shortfall,
+                        [row, lot_id, points, remaining, promised, earned_at, available_at, expires_at,
+                         source_event_id, origin, condition_code, bill_number, line_item_id, expiry_code, rolling,
+                         reminded, cap_keys, shortfall]))
     return lots
 
 
