@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from loyalty_stream.engine.state import ZERO, CustomerState
 from loyalty_stream.events.activities import TransactionAdd, TransactionPayload
@@ -72,7 +72,7 @@ class EarnInfo:
     """A multiplier's base condition."""
 
 
-_INFO_KEY = "earn_info"
+_INFO_KEY: Final = "earn_info"
 
 
 def earn_info(program: Program, code: str) -> EarnInfo:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 
 from loyalty_stream.engine import periods
 from loyalty_stream.engine.effects import Effects
@@ -40,7 +40,7 @@ from loyalty_stream.events.activities import TransactionAdd, TransactionPayload
 from loyalty_stream.program.expressions import field_value
 from loyalty_stream.program.rules import Caps, CompiledRuleSet, Period
 
-RETENTION_DAYS = 400
+RETENTION_DAYS: Final = 400
 """How long after its period ended a counter is kept (a calendar year plus room for late events)."""
 
 

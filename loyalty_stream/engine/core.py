@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from loyalty_stream.engine import adjust, earn, expiry, lifecycle, parking, redeem, retention, returns, tiers
 from loyalty_stream.engine.effects import Effects, Outcome
@@ -24,7 +24,7 @@ from loyalty_stream.program.model import Program
 
 Handler = Callable[[Effects, Any], None]
 
-HANDLERS: dict[type[Envelope], Handler] = {
+HANDLERS: Final[dict[type[Envelope], Handler]] = {
     act.TransactionAdd: earn.handle_transaction,
     act.Registration: earn.handle_registration,
     act.CustomerUpdate: earn.handle_customer_update,

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from loyalty_stream.engine import allocation, expiry, lifecycle, line_items, rules
 from loyalty_stream.engine.caps import SetScope
@@ -104,7 +104,7 @@ def _allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: 
     allocate_action(fx, action, rule, activity, index, scope)
 
 
-EARN_HANDLERS: dict[str, rules.ActionHandler] = {"allocate": _allocate_action}
+EARN_HANDLERS: Final[dict[str, rules.ActionHandler]] = {"allocate": _allocate_action}
 """Action handlers of the earning activities (and TierChange); `notify` etc. are the runner's own."""
 
 
@@ -141,7 +141,7 @@ class ActionPlan:
     """(rule name, index as text, condition code): the lot key after the scope's prefix, before the item."""
 
 
-_PLANS_KEY = "earn_action_plans"
+_PLANS_KEY: Final = "earn_action_plans"
 
 
 def action_plan(program: Program, action: AllocateAction, rule: Rule, index: int) -> ActionPlan:

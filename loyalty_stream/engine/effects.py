@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from loyalty_stream.engine.facts import Facts, facts
 from loyalty_stream.engine.ids import derive_id
@@ -41,12 +41,12 @@ if TYPE_CHECKING:
 CHECK_BALANCES = False
 """Debug switch: verify the running balances against the lots on every ledger entry (tests turn it on)."""
 
-_SCALES = {exponent: Decimal(1).scaleb(exponent) for exponent in range(-30, 1)}
+_SCALES: Final = {exponent: Decimal(1).scaleb(exponent) for exponent in range(-30, 1)}
 
 
-_PROBES = tuple((exponent, Decimal(1).scaleb(exponent)) for exponent in (-2, 0, -1, -3))
+_PROBES: Final = tuple((exponent, Decimal(1).scaleb(exponent)) for exponent in (-2, 0, -1, -3))
 """The usual exponents of points (2 decimals, whole points, 1 or 3 decimals), most frequent first."""
-_CENTS = Decimal("0.01")
+_CENTS: Final = Decimal("0.01")
 
 
 def _exponent(value: Decimal) -> int:
@@ -65,7 +65,7 @@ def _scale(exponent: int) -> Decimal:
     return scale if scale is not None else Decimal(1).scaleb(exponent)
 
 
-_LOCAL_DATE = "local_date"
+_LOCAL_DATE: Final = "local_date"
 
 def _fields(contract: type[LedgerEntry | BalanceChange]) -> dict[str, Any]:
     """Every field of `contract` in declaration order (values to be set, but `type`'s): what `trusted` takes,
@@ -75,10 +75,10 @@ def _fields(contract: type[LedgerEntry | BalanceChange]) -> dict[str, Any]:
     return fields
 
 
-_ENTRY = _fields(LedgerEntry)
-_BALANCE_CHANGE = _fields(BalanceChange)
+_ENTRY: Final = _fields(LedgerEntry)
+_BALANCE_CHANGE: Final = _fields(BalanceChange)
 
-FROM_LOT: Any = object()
+FROM_LOT: Final[Any] = object()
 """Default of `Effects.entry`'s lot-derived details: take the lot's value."""
 
 

@@ -28,7 +28,7 @@ import calendar
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine.effects import Effects
@@ -40,14 +40,14 @@ from loyalty_stream.events.outputs import Bucket, LedgerKind
 from loyalty_stream.program.expiry import CUSTOMER_BASES, EVENT_BASES, FIELD_BASES, ExpiryCondition
 from loyalty_stream.program.model import Program
 
-ROLLING_EVENTS: tuple[type[Envelope], ...] = (
+ROLLING_EVENTS: Final[tuple[type[Envelope], ...]] = (
     act.TransactionAdd, act.Registration, act.CustomerUpdate, act.Engagement,
 )
 """Activities that can award points: each one that awards points (or any, with `roll_expiry_on_zero_points`)
 re-dates every rolling lot. Redemptions, returns, adjustments and scheduler events never roll."""
 
-PAST_FIELD_FALLBACK_DAYS = 7
-ONE_MICROSECOND = timedelta(microseconds=1)
+PAST_FIELD_FALLBACK_DAYS: Final = 7
+ONE_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 # Calendar arithmetic -----------------------------------------------------------------------------------
@@ -197,8 +197,8 @@ def condition_of(program: Program, code: str | None) -> ExpiryCondition | None:
         return None
 
 
-_EVENT_ENDS = "expiry_event_ends"
-_EVENT_ENDS_LIMIT = 4096
+_EVENT_ENDS: Final = "expiry_event_ends"
+_EVENT_ENDS_LIMIT: Final = 4096
 
 
 def _event_ends(program: Program) -> dict[tuple[str | None, str, date], tuple[datetime | None, bool]]:
@@ -260,7 +260,7 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
 
 
 # Re-dating lots -----------------------------------------------------------------------------------------
-FOLLOW_REASONS = {
+FOLLOW_REASONS: Final = {
     "membership_end": "membership end changed",
     "registration_date": "registration date set",
     "customer_extended_field": "customer data changed",

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine.rounding import Rounder, RoundingStrategy, rounder
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.retention import redemption_lookback_days
 
-_KEY = "engine_facts"
+_KEY: Final = "engine_facts"
 
 
 @dataclass(frozen=True, slots=True)

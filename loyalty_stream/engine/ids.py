@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from hashlib import blake2b
+from typing import Final
 
-_EMPTY = blake2b(digest_size=10)
+_EMPTY: Final = blake2b(digest_size=10)
 """A hasher over nothing, never updated itself: copying it is cheaper than building one (keyword parsing)."""
 
 

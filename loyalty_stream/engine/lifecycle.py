@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import groupby
 from operator import attrgetter
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine import parking, rules
@@ -42,7 +42,9 @@ from loyalty_stream.program.rules import ConvertAction, Rule
 
 DueKind = Literal["DelayedAccrual", "PointsExpiry"]
 
-CONVERT, REMIND, EXPIRE = 0, 1, 2
+CONVERT: Final = 0
+REMIND: Final = 1
+EXPIRE: Final = 2
 """Order of transitions due at the same instant."""
 
 
@@ -104,8 +106,8 @@ def _reminder_applies(lot: Lot, days_before: int, due: datetime) -> bool:
 _ReminderDues = tuple[tuple[int, datetime], ...]
 """(days before, due time) per reminder offset of one expiry instant, earliest due first."""
 
-_REMINDER_DUES: dict[tuple[ZoneInfo, tuple[int, ...]], dict[datetime, _ReminderDues]] = {}
-_REMINDER_DUES_LIMIT = 16384
+_REMINDER_DUES: Final[dict[tuple[ZoneInfo, tuple[int, ...]], dict[datetime, _ReminderDues]]] = {}
+_REMINDER_DUES_LIMIT: Final = 16384
 
 
 def _reminder_table(zone: ZoneInfo, offsets: tuple[int, ...]) -> dict[datetime, _ReminderDues]:
@@ -178,8 +180,8 @@ def may_be_due(fx: Effects, until: datetime) -> bool:
     return expiry is not None and expiry - fx.known.reminder_horizon <= until
 
 
-_BY_DUE = attrgetter("at", "order", "key", "days_before")
-_AT = attrgetter("at")
+_BY_DUE: Final = attrgetter("at", "order", "key", "days_before")
+_AT: Final = attrgetter("at")
 
 
 def _utc(transition: Transition) -> datetime:
@@ -327,7 +329,7 @@ def _convert_action(fx: Effects, action: ConvertAction, rule: Rule, context: Any
     """The document's Delayed Accrual action: the batch is already converted (see the module docstring)."""
 
 
-ACCRUAL_HANDLERS: dict[str, rules.ActionHandler] = {"convert": _convert_action}
+ACCRUAL_HANDLERS: Final[dict[str, rules.ActionHandler]] = {"convert": _convert_action}
 
 
 def due_activity(program_id: str, customer_id: str, at: datetime, kind: DueKind, event_id: str) -> Envelope:

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from math import lcm
+from typing import Final
 
 from loyalty_stream.engine.state import ZERO
 from loyalty_stream.events.activities import LineItem, TransactionPayload
 from loyalty_stream.program.rules import LineItemOptions
 
-ONE = Decimal(1)
+ONE: Final = Decimal(1)
 
 
 @dataclass(slots=True)

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from loyalty_stream.engine import retention
 from loyalty_stream.engine.effects import Effects
@@ -51,7 +51,7 @@ from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.events.outputs import SourceRef
 from loyalty_stream.program.model import Program
 
-PARKED_LIMIT = 64
+PARKED_LIMIT: Final = 64
 """How many activities one customer may have waiting; beyond it the earliest is given up."""
 
 ErrorClass = Literal["unresolved_reference", "rejected_by_program"]

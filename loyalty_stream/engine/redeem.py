@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine import expiry, parking, periods, retention, rules
@@ -36,9 +36,9 @@ from loyalty_stream.events.outputs import Bucket, ConsumedLot, LedgerKind, Redem
 from loyalty_stream.program.redeem import RedeemCondition
 from loyalty_stream.program.rules import RedeemAction, Rule
 
-ACTIVITY = "PointsRedemption"
-_FAR = datetime.max.replace(tzinfo=UTC)
-_WITHHELD = "the goods that earned them were returned"
+ACTIVITY: Final = "PointsRedemption"
+_FAR: Final = datetime.max.replace(tzinfo=UTC)
+_WITHHELD: Final = "the goods that earned them were returned"
 
 
 class Rejection(StrEnum):

@@ -18,7 +18,7 @@ same as if everything had been kept, except that a late return or reversal is re
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import local_date
@@ -68,7 +68,7 @@ def due(fx: Effects) -> bool:
     return fx.local_date() != local_date(last, known.zone)
 
 
-_SURELY_ANOTHER_DAY = timedelta(hours=24 + 48)
+_SURELY_ANOTHER_DAY: Final = timedelta(hours=24 + 48)
 """Two instants this far apart fall on different local days in any zone: a UTC offset is less than 24 hours
 either way (Python's bound on any tzinfo), so their local wall times are more than 24 hours apart."""
 

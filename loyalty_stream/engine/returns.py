@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import cast
+from typing import Final, cast
 
 from loyalty_stream.engine import parking, redeem, retention
 from loyalty_stream.engine.caps import release_caps
@@ -40,7 +40,7 @@ from loyalty_stream.engine.state import ZERO, Bill, BillItem, CustomerState, Lot
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.outputs import Bucket, LedgerKind
 
-ONE = Decimal(1)
+ONE: Final = Decimal(1)
 
 
 def _n(value: Decimal) -> str:

@@ -33,9 +33,9 @@ from decimal import (
     Decimal,
 )
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
-ZERO = Decimal(0)
+ZERO: Final = Decimal(0)
 
 
 class RoundingStrategy(StrEnum):
@@ -46,15 +46,15 @@ class RoundingStrategy(StrEnum):
     HALF_EVEN = "half_even"
 
 
-_DECIMAL_MODES = {
+_DECIMAL_MODES: Final = {
     RoundingStrategy.CEILING: ROUND_CEILING,
     RoundingStrategy.FLOOR: ROUND_FLOOR,
     RoundingStrategy.HALF_UP: ROUND_HALF_UP,
     RoundingStrategy.HALF_DOWN: ROUND_HALF_DOWN,
     RoundingStrategy.HALF_EVEN: ROUND_HALF_EVEN,
 }
-_NEXT_DIGIT_ONLY = frozenset({RoundingStrategy.HALF_DOWN, RoundingStrategy.HALF_EVEN})
-_QUANTA = tuple(Decimal(1).scaleb(-d) for d in range(5))
+_NEXT_DIGIT_ONLY: Final = frozenset({RoundingStrategy.HALF_DOWN, RoundingStrategy.HALF_EVEN})
+_QUANTA: Final = tuple(Decimal(1).scaleb(-d) for d in range(5))
 
 
 def quantum(decimals: int) -> Decimal:

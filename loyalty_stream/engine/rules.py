@@ -10,7 +10,7 @@ run, `fx.scope` holds its `SetScope` (caps, output-id prefix).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from loyalty_stream.engine.caps import SetScope
 from loyalty_stream.engine.effects import Effects
@@ -76,7 +76,7 @@ def _upgrade(fx: Effects, action: UpgradeTierAction, rule: Rule, activity: Any, 
         fx.change_tier(action.tier, f"rule {rule.name}")
 
 
-COMMON_HANDLERS: dict[str, ActionHandler] = {
+COMMON_HANDLERS: Final[dict[str, ActionHandler]] = {
     "notify": _notify, "issue_coupon": _coupon, "upgrade_tier": _upgrade,
 }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 
@@ -23,9 +23,9 @@ from loyalty_stream.events.codec import encode
 from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.events.outputs import SourceRef
 
-ZERO = Decimal(0)
+ZERO: Final = Decimal(0)
 
-RECENT_EVENT_IDS = 512
+RECENT_EVENT_IDS: Final = 512
 """How many recent event ids a customer remembers to drop duplicate publishes (offsets catch redelivery)."""
 
 
@@ -368,8 +368,8 @@ def _t(value: datetime | None) -> str | None:
     return None if value is None else _iso(value)
 
 
-_ISO: dict[int, tuple[datetime, str]] = {}
-_ISO_LIMIT = 4096
+_ISO: Final[dict[int, tuple[datetime, str]]] = {}
+_ISO_LIMIT: Final = 4096
 
 
 def _iso(at: datetime) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Final
 
 from loyalty_stream.engine import earn, rules
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.program.model import Program
 
-_RANKS = "tier_ranks"
+_RANKS: Final = "tier_ranks"
 
 
 def ranks(program: Program) -> Mapping[str, int]:

@@ -11,9 +11,10 @@ the zone-aware value, hence the same text in every output, and the same form the
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Final
 
-_BY_OFFSET: dict[timedelta, tzinfo] = {timedelta(0): UTC}
-_SHARED: set[int] = {id(UTC)}
+_BY_OFFSET: Final[dict[timedelta, tzinfo]] = {timedelta(0): UTC}
+_SHARED: Final[set[int]] = {id(UTC)}
 """The ids of the shared zones (each held by `_BY_OFFSET` for good, so an id is never reused)."""
 
 
