@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from loyalty_stream.engine import allocation, expiry, lifecycle, line_items, rules
+from loyalty_stream.engine.allocation import points_on
 from loyalty_stream.engine.caps import SetScope
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.line_items import ONE, Unit
@@ -190,7 +191,6 @@ def _sources(fx: Effects, plan: ActionPlan, activity: Any, units: list[Unit], sc
     tier = state.tier or fx.known.lowest_tier
     info = plan.info
     condition = info.condition
-    points_on = allocation.points_on
     kind = info.kind
     source_cap = scope.compiled.source_value if scope is not None else None
     amounts = [u.amount for u in units]

@@ -33,7 +33,7 @@ from decimal import (
     Decimal,
 )
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import Final
 
 ZERO: Final = Decimal(0)
 
@@ -69,20 +69,24 @@ def round_points(
     return rounder(decimals, strategy).round(value)
 
 
-class Rounder(NamedTuple):
+class Rounder:
     """`round_points` for one (decimals, strategy), its lookups done once (`rounder`): the engine rounds with
-    the program's rounding several times per activity, and a `RoundingStrategy` hashes in Python (an Enum)."""
+    the program's rounding several times per activity, and a `RoundingStrategy` hashes in Python (an Enum).
+    A plain class (not a named tuple): mypyc makes it native, so `round` is a direct call."""
 
-    truncate_to: Decimal | None
-    """The half-down / half-even first step: truncate to one more place (None for the other strategies)."""
-    quantum: Decimal
-    mode: str
+    __slots__ = ("mode", "quantum", "truncate_to")
+
+    def __init__(self, truncate_to: Decimal | None, quantum: Decimal, mode: str) -> None:
+        self.truncate_to = truncate_to
+        """The half-down / half-even first step: truncate to one more place (None for the other strategies)."""
+        self.quantum = quantum
+        self.mode = mode
 
     def round(self, value: Decimal) -> Decimal:
         truncate_to = self.truncate_to
         if truncate_to is not None:
-            value = value.quantize(truncate_to, rounding=ROUND_DOWN)
-        return value.quantize(self.quantum, rounding=self.mode)
+            value = value.quantize(truncate_to, ROUND_DOWN)  # (positional: no keyword parsing in Decimal)
+        return value.quantize(self.quantum, self.mode)
 
 
 def rounder(decimals: int, strategy: RoundingStrategy) -> Rounder:
@@ -95,7 +99,7 @@ def rounder(decimals: int, strategy: RoundingStrategy) -> Rounder:
 
 def round_down_to(value: Decimal, decimals: int) -> Decimal:
     """Floor to `decimals` places: what a cap allows may never be rounded up past the cap."""
-    return value.quantize(_QUANTA[decimals], rounding=ROUND_FLOOR)
+    return value.quantize(_QUANTA[decimals], ROUND_FLOOR)
 
 
 def to_decimal(value: object) -> Decimal:
