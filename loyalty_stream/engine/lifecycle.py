@@ -69,9 +69,24 @@ def available_after_activity(fx: Effects, delay_days: int) -> datetime:
     return at
 
 
+_STAMPS: Final[dict[int, tuple[datetime, str]]] = {}
+_STAMPS_LIMIT: Final = 4096
+
+
 def stamp(at: datetime) -> str:
-    """A due time as text for ids: UTC, so the same instant gives the same id whatever offset it carries."""
-    return at.astimezone(UTC).isoformat()
+    """A due time as text for ids: UTC, so the same instant gives the same id whatever offset it carries.
+
+    Remembered per date-time object, as `state._iso` does (formatting is most of the cost, and the lots of a
+    purchase share their due times): keyed by identity, not value (equal date-times of one zone can be other
+    instants, `fold`); an entry holds its object, so the id is not reused while it lives. Bounded."""
+    hit = _STAMPS.get(id(at))
+    if hit is not None:
+        return hit[1]
+    text = at.astimezone(UTC).isoformat()
+    if len(_STAMPS) >= _STAMPS_LIMIT:
+        _STAMPS.clear()
+    _STAMPS[id(at)] = (at, text)
+    return text
 
 
 # Pending transitions -------------------------------------------------------------------------------------
