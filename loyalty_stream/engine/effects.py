@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from loyalty_stream.engine.facts import Facts, facts
-from loyalty_stream.engine.ids import derive_id
+from loyalty_stream.engine.ids import derive_id, derive_id_of
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import fixed
 from loyalty_stream.events.envelope import Envelope, trusted
@@ -419,7 +419,7 @@ class Effects:
         # The fields in declaration order (`_ENTRY`), each set here: a copy of a full dict is filled in place,
         # cheaper than a literal this long (CPython builds it as two dicts and merges them).
         values = _ENTRY.copy()
-        values["entry_id"] = derive_id("le", cause, kind, self.version_text, *key)  # (a StrEnum joins as its value)
+        values["entry_id"] = derive_id_of("le", (cause, kind, self.version_text, *key))  # (a StrEnum joins as text)
         values["seq"] = state.seq
         values["customer_id"] = state.customer_id
         values["program_id"] = state.program_id
@@ -473,7 +473,7 @@ class Effects:
     ) -> Lot:
         """Create a lot of `points` (already rounded) and its ledger entry; pays off debt first."""
         event_id = self.event_id
-        lot = Lot(derive_id("lot", event_id, *key), points, points, promised, self.time, available_at,
+        lot = Lot(derive_id_of("lot", (event_id, *key)), points, points, promised, self.time, available_at,
                   expires_at, event_id, origin, condition_code, bill_number, line_item_id, expiry_code, rolling)
         if rolling:
             self.any_rolling = True
@@ -509,7 +509,7 @@ class Effects:
     def notify(self, channel: Channel | str, template: str, key: tuple[object, ...], **data: str) -> None:
         self.outcome.notifications.append(trusted(Notification, {
             "type": "Notification",
-            "notification_id": derive_id("nt", self.event_id, template, *key),
+            "notification_id": derive_id_of("nt", (self.event_id, template, *key)),
             "customer_id": self.state.customer_id,
             "program_id": self.state.program_id,
             "channel": Channel(channel),
@@ -523,7 +523,7 @@ class Effects:
         """`key` tells apart coupons of one series from rules of the same name in different sets."""
         self.outcome.coupons.append(trusted(CouponIssued, {
             "type": "CouponIssued",
-            "coupon_id": derive_id("cp", self.event_id, series, rule, *key),
+            "coupon_id": derive_id_of("cp", (self.event_id, series, rule, *key)),
             "customer_id": self.state.customer_id,
             "program_id": self.state.program_id,
             "series": series,

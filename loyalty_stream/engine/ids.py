@@ -16,6 +16,12 @@ def derive_id(prefix: str, *parts: object) -> str:
     which `str.join` takes as they are (for the project's `StrEnum`s too: their text is their `str()`); other
     parts raise TypeError there and are converted one by one (callers pass text where they can: it is cheaper).
     """
+    return derive_id_of(prefix, parts)
+
+
+def derive_id_of(prefix: str, parts: tuple[object, ...]) -> str:
+    """`derive_id(prefix, *parts)` for parts already in a tuple: what callers splatting a key use (under mypyc
+    a call with `*key` is a generic Python call; a tuple argument keeps it a direct one)."""
     try:
         raw = "\x1f".join(parts)  # type: ignore[arg-type]  # not all text: TypeError, handled below
     except TypeError:
