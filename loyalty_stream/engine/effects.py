@@ -16,11 +16,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
+from loyalty_stream.engine.contracts import trusted
 from loyalty_stream.engine.facts import Facts, facts
 from loyalty_stream.engine.ids import derive_id, derive_id_of
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import fixed
-from loyalty_stream.events.envelope import Envelope, trusted
+from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.events.outputs import (
     BalanceChange,
     Bucket,

@@ -28,6 +28,7 @@ from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine import parking, rules
+from loyalty_stream.engine.contracts import trusted
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import expiry_date, local_date, local_midnight, reminder_due
 from loyalty_stream.engine.facts import facts
@@ -35,7 +36,7 @@ from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import fixed
 from loyalty_stream.events import activities as act
-from loyalty_stream.events.envelope import SCHEMA_VERSION, Envelope, trusted
+from loyalty_stream.events.envelope import SCHEMA_VERSION, Envelope
 from loyalty_stream.events.outputs import Bucket, LedgerKind
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.rules import ConvertAction, Rule

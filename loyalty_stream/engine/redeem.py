@@ -26,12 +26,12 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine import expiry, parking, periods, retention, rules
+from loyalty_stream.engine.contracts import trusted
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, Consumption, CustomerState, Lot, Redemption
 from loyalty_stream.events import activities as act
-from loyalty_stream.events.envelope import trusted
 from loyalty_stream.events.outputs import Bucket, ConsumedLot, LedgerKind, RedemptionResult, RedemptionStatus
 from loyalty_stream.program.redeem import RedeemCondition
 from loyalty_stream.program.rules import RedeemAction, Rule

@@ -22,12 +22,13 @@ from typing import Any, cast
 
 import orjson
 
+from loyalty_stream.engine.contracts import trusted
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.effects import Outcome
 from loyalty_stream.engine.parking import GivenUp
 from loyalty_stream.engine.state import CustomerState, state_from_dict, state_to_json
 from loyalty_stream.events.codec import DecodeError, decode_activity, encode, right_sized, text_or_base64
-from loyalty_stream.events.envelope import Envelope, trusted
+from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.events.outputs import DeadLetter, SourceRef
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.program.model import Program

@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import workload
+from loyalty_stream.engine.contracts import trusted
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.line_items import distribute
 from loyalty_stream.events.activities import activity_adapter
 from loyalty_stream.events.codec import encode
-from loyalty_stream.events.envelope import trusted
 from loyalty_stream.events.outputs import (
     Bucket,
     ConsumedLot,

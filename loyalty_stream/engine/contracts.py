@@ -1,0 +1,40 @@
+"""Outgoing contracts built from values the engine already knows to be valid.
+
+It lives in the engine so that it is compiled with it: the engine builds a contract for every ledger entry
+and balance change, and this call interpreted cost about as much as the rest of an entry's bookkeeping.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, TypeVar
+
+from pydantic import BaseModel
+
+ContractT = TypeVar("ContractT", bound=BaseModel)
+_set_attr: Final = object.__setattr__
+# The setters of BaseModel's slots, called directly (`object.__setattr__` looks each one up by name first).
+_set_fields_set: Final = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra: Final = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private: Final = BaseModel.__dict__["__pydantic_private__"].__set__
+_ALL_FIELDS: Final[dict[type[BaseModel], set[str]]] = {}
+"""Per contract class, the set of all its field names: what `trusted` instances share as their fields set."""
+
+
+def trusted(cls: type[ContractT], values: dict[str, Any]) -> ContractT:
+    """Build a contract from already-valid values, on the engine's hot path: what `model_construct` does for
+    a model whose fields are all given, without its per-field loop (about 8x faster).
+
+    `values` must name every field of `cls`, in declaration order, and becomes the instance's `__dict__`
+    (not copied): the result is equal to, and serialises exactly like, `cls.model_construct(**values)`.
+    As every field is set, the instances of a class share one fields set (pydantic only adds to it on
+    assignment, which frozen contracts refuse, and copies copy it first): no set to build per instance.
+    """
+    instance = cls.__new__(cls)
+    _set_attr(instance, "__dict__", values)
+    fields_set = _ALL_FIELDS.get(cls)
+    if fields_set is None:
+        fields_set = _ALL_FIELDS[cls] = set(cls.model_fields)
+    _set_fields_set(instance, fields_set)
+    _set_extra(instance, None)
+    _set_private(instance, None)
+    return instance
