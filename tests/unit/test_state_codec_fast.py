@@ -240,3 +240,42 @@ def test_a_settled_cached_state_encodes_no_bill_it_did_not_touch() -> None:
         if r.topic == "transaction-add" and processed.dead_letter is None:
             purchases += 1
     assert purchases > 3
+
+
+def test_a_settled_encode_writes_the_lots_json_of_the_plain_encoding(stored_states: list[bytes]) -> None:
+    """A settled encode (the processor's cache) writes each unchanged lot as the JSON it kept from an earlier
+    settled encode: the same bytes as the plain encoding, on the first settled encode and on later ones."""
+    for raw in stored_states[-40:]:
+        state = decode_state(raw)
+        assert state_to_json(state, settle=True) == raw  # the lots' JSON is made here
+        assert all(lot.stored is not None and lot.stored[-1] is not None for lot in state.lots)
+        assert state_to_json(state, settle=True) == raw  # and written from here
+        assert state_to_json(state) == orjson.dumps(state_to_dict(state)) == raw
+    empty = new_state("c1", "bench")
+    assert state_to_json(empty, settle=True) == orjson.dumps(state_to_dict(empty))
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(Lot) if f.compare])
+def test_a_changed_lot_field_is_written_afresh_by_a_settled_encode(stored_states: list[bytes], name: str) -> None:
+    """A lot changed after its JSON was kept is written from its fields, not that JSON: in the first, a middle
+    and the last lot; and a lot added or removed changes the list."""
+    raw = next(r for r in reversed(stored_states) if len(orjson.loads(r)["lots"]) >= 3)
+    for index in (0, 1, -1):
+        state = decode_state(raw)
+        state_to_json(state, settle=True)
+        state_to_json(state, settle=True)  # every lot now carries its JSON
+        lot = state.lots[index]
+        value = CHANGES[name] if getattr(lot, name) != CHANGES[name] else not getattr(lot, name)  # bools
+        setattr(lot, name, value)
+        encoded = state_to_json(state, settle=True)
+        plain = decode_state(raw)
+        setattr(plain.lots[index], name, value)
+        assert encoded == orjson.dumps(state_to_dict(plain)) != raw
+        assert getattr(decode_state(encoded).lots[index], name) == value
+        assert state_to_json(state, settle=True) == encoded  # the changed lot's new JSON is kept
+    state = decode_state(raw)
+    state_to_json(state, settle=True)
+    added = dataclasses.replace(state.lots[0], lot_id="added", stored=None)
+    state.lots.insert(1, added)
+    del state.lots[-1]
+    assert state_to_json(state, settle=True) == orjson.dumps(state_to_dict(copy_state(state)))
