@@ -55,7 +55,8 @@ class Lot:
     stored: list[Any] | None = field(default=None, compare=False, repr=False)
     """The codec's memo: [stored row, every field's value when stored]. While each field still holds the very
     object stored, the lot is unchanged and encodes as that row (every field type is immutable, so any change
-    to a lot replaces an object). Last, the row's JSON once a settled encode (`state_to_json`) needed it."""
+    to a lot replaces an object). Then the row's JSON once a settled encode (`state_to_json`) needed it, and
+    last, for a row this codec wrote (not one decoded as stored), True (see `_lot_to`)."""
 
     def __init__(self, lot_id: str, points: Decimal, remaining: Decimal, promised: bool, earned_at: datetime,
                  available_at: datetime | None, expires_at: datetime | None, source_event_id: str,
@@ -460,21 +461,35 @@ def _lots_json(lots: list[Lot]) -> bytes:
 
 
 def _lot_to(lot: Lot) -> list[Any]:
-    """A new or changed lot's row, remembered in `lot.stored` with the fields it was taken from."""
+    """A new or changed lot's row, remembered in `lot.stored` with the fields it was taken from. A changed lot
+    whose row this codec wrote (not one decoded as stored) takes the texts of its unchanged date-times and
+    points from that row: what formatting them again would give (the row was formatted from those very
+    objects), without the cost (a date-time's text costs more than the rest of the row)."""
     available_at, expires_at = lot.available_at, lot.expires_at
-    points, remaining, shortfall = lot.points, lot.remaining, lot.shortfall
-    points_text = str(points)
+    earned_at, points, remaining, shortfall = lot.earned_at, lot.points, lot.remaining, lot.shortfall
+    old = lot.stored
+    if old is not None and len(old) > 19:  # written here (a decoded lot's memo has no 20th entry)
+        was: list[Any] = old[0]
+        earned_text = was[4] if old[5] is earned_at else _iso(earned_at)
+        available_text = (was[5] if old[6] is available_at else
+                          None if available_at is None else _iso(available_at))
+        expires_text = was[6] if old[7] is expires_at else None if expires_at is None else _iso(expires_at)
+        points_text = was[1] if old[2] is points else str(points)
+    else:
+        earned_text = _iso(earned_at)
+        available_text = None if available_at is None else _iso(available_at)
+        expires_text = None if expires_at is None else _iso(expires_at)
+        points_text = str(points)
     # A new lot's remaining is its points, and its shortfall the shared ZERO (not merely equal: "0.00").
     row = [
         lot.lot_id, points_text, points_text if remaining is points else str(remaining), lot.promised,
-        _iso(lot.earned_at), None if available_at is None else _iso(available_at),
-        None if expires_at is None else _iso(expires_at), lot.source_event_id, lot.origin, lot.condition_code,
+        earned_text, available_text, expires_text, lot.source_event_id, lot.origin, lot.condition_code,
         lot.bill_number, lot.line_item_id, lot.expiry_code, lot.rolling, list(lot.reminded), list(lot.cap_keys),
         "0" if shortfall is ZERO else str(shortfall),
     ]
-    lot.stored = [row, lot.lot_id, points, remaining, lot.promised, lot.earned_at, available_at, expires_at,
+    lot.stored = [row, lot.lot_id, points, remaining, lot.promised, earned_at, available_at, expires_at,
                   lot.source_event_id, lot.origin, lot.condition_code, lot.bill_number, lot.line_item_id,
-                  lot.expiry_code, lot.rolling, lot.reminded, lot.cap_keys, shortfall, None]
+                  lot.expiry_code, lot.rolling, lot.reminded, lot.cap_keys, shortfall, None, True]
     return row
 
 
