@@ -88,7 +88,7 @@ def test_bills_and_redemptions_are_decoded_only_when_read(stored_states: list[by
     raw = next(r for r in reversed(stored_states) if b'"redemptions":{"' in r)
     state = decode_state(raw)
     bills, redemptions = state.bills, state.redemptions
-    assert isinstance(bills, StoredRows) and isinstance(redemptions, StoredRows)
+    assert type(bills) is StoredRows and type(redemptions) is StoredRows
     assert all(type(v) is list for v in bills.peek_all().values())
     number = next(iter(bills))
     assert number in bills and len(bills) == len(orjson.loads(raw)["bills"])
@@ -204,7 +204,7 @@ def test_settling_turns_bills_and_redemptions_back_into_their_rows(stored_states
         expected = copy_state(state)
         settled = state_to_json(state, settle=True)
         assert settled == state_to_json(expected) != raw
-        assert isinstance(state.bills, StoredRows) and isinstance(state.redemptions, StoredRows)
+        assert type(state.bills) is StoredRows and type(state.redemptions) is StoredRows
         assert all(type(v) is list for v in state.bills.peek_all().values())
         assert all(type(v) is list for v in state.redemptions.peek_all().values())
         assert state == expected
@@ -232,7 +232,7 @@ def test_a_settled_cached_state_encodes_no_bill_it_did_not_touch() -> None:
         if processed.state is not None and processed.state_key is not None:
             store[processed.state_key] = processed.state
             cached = processor._states[processed.state_key][1]
-            assert isinstance(cached.bills, StoredRows)
+            assert type(cached.bills) is StoredRows
             decoded = [number for number, row in cached.bills.peek_all().items() if type(row) is not list]
             assert decoded == [], decoded  # the next activity re-encodes none of them
         if expected.state is not None and expected.state_key is not None:
