@@ -404,22 +404,28 @@ def _unjson(value: Any) -> Any:
     return value
 
 
+def _unchanged_memo(lot: Lot) -> list[Any] | None:
+    """The lot's memo (its stored row, then the objects it was made from) while the lot is unchanged: while
+    every field still holds the object it held when stored (the fields the engine changes are tested first)."""
+    stored = lot.stored
+    if stored is not None and (
+        stored[3] is lot.remaining and stored[15] is lot.reminded and stored[4] is lot.promised
+        and stored[6] is lot.available_at and stored[7] is lot.expires_at and stored[17] is lot.shortfall
+        and stored[16] is lot.cap_keys and stored[1] is lot.lot_id and stored[2] is lot.points
+        and stored[5] is lot.earned_at and stored[8] is lot.source_event_id and stored[9] is lot.origin
+        and stored[10] is lot.condition_code and stored[11] is lot.bill_number
+        and stored[12] is lot.line_item_id and stored[13] is lot.expiry_code and stored[14] is lot.rolling
+    ):
+        return stored
+    return None
+
+
 def _lot_rows(lots: list[Lot]) -> list[list[Any]]:
-    """The stored rows of the lots: an unchanged lot's is the row it was stored as. A lot is unchanged while
-    every field still holds the object it held when stored (the fields the engine changes are tested first).
-    One loop with the test inline: most lots of a state are unchanged, and a call per lot costs about what
-    the test does."""
+    """The stored rows of the lots: an unchanged lot's is the row it was stored as."""
     rows: list[list[Any]] = []
     for lot in lots:
-        stored = lot.stored
-        if stored is not None and (
-            stored[3] is lot.remaining and stored[15] is lot.reminded and stored[4] is lot.promised
-            and stored[6] is lot.available_at and stored[7] is lot.expires_at and stored[17] is lot.shortfall
-            and stored[16] is lot.cap_keys and stored[1] is lot.lot_id and stored[2] is lot.points
-            and stored[5] is lot.earned_at and stored[8] is lot.source_event_id and stored[9] is lot.origin
-            and stored[10] is lot.condition_code and stored[11] is lot.bill_number
-            and stored[12] is lot.line_item_id and stored[13] is lot.expiry_code and stored[14] is lot.rolling
-        ):
+        stored = _unchanged_memo(lot)
+        if stored is not None:
             rows.append(stored[0])
         else:
             rows.append(_lot_to(lot))
@@ -434,15 +440,8 @@ def _lots_json(lots: list[Lot]) -> bytes:
     parts: list[bytes] = [b"["]  # "[", lot, ",", lot, ..., "]": joined in one copy
     dumps = orjson.dumps
     for lot in lots:
-        stored = lot.stored
-        if stored is not None and (
-            stored[3] is lot.remaining and stored[15] is lot.reminded and stored[4] is lot.promised
-            and stored[6] is lot.available_at and stored[7] is lot.expires_at and stored[17] is lot.shortfall
-            and stored[16] is lot.cap_keys and stored[1] is lot.lot_id and stored[2] is lot.points
-            and stored[5] is lot.earned_at and stored[8] is lot.source_event_id and stored[9] is lot.origin
-            and stored[10] is lot.condition_code and stored[11] is lot.bill_number
-            and stored[12] is lot.line_item_id and stored[13] is lot.expiry_code and stored[14] is lot.rolling
-        ):
+        stored = _unchanged_memo(lot)
+        if stored is not None:
             text = stored[18]
             if text is None:
                 text = stored[18] = dumps(stored[0])
