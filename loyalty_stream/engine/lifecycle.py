@@ -34,7 +34,7 @@ from loyalty_stream.engine.expiry import expiry_date, local_date, local_midnight
 from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
-from loyalty_stream.engine.times import fixed
+from loyalty_stream.engine.times import TextMemo, fixed
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.envelope import SCHEMA_VERSION, Envelope
 from loyalty_stream.events.outputs import Bucket, LedgerKind
@@ -70,24 +70,14 @@ def available_after_activity(fx: Effects, delay_days: int) -> datetime:
     return at
 
 
-_STAMPS: Final[dict[int, tuple[datetime, str]]] = {}
-_STAMPS_LIMIT: Final = 4096
+_STAMPS: Final = TextMemo()
 
 
 def stamp(at: datetime) -> str:
     """A due time as text for ids: UTC, so the same instant gives the same id whatever offset it carries.
-
-    Remembered per date-time object, as `state._iso` does (formatting is most of the cost, and the lots of a
-    purchase share their due times): keyed by identity, not value (equal date-times of one zone can be other
-    instants, `fold`); an entry holds its object, so the id is not reused while it lives. Bounded."""
-    hit = _STAMPS.get(id(at))
-    if hit is not None:
-        return hit[1]
-    text = at.astimezone(UTC).isoformat()
-    if len(_STAMPS) >= _STAMPS_LIMIT:
-        _STAMPS.clear()
-    _STAMPS[id(at)] = (at, text)
-    return text
+    Remembered per date-time object (`TextMemo`): the lots of a purchase share their due times."""
+    text = _STAMPS.get(at)
+    return _STAMPS.put(at, at.astimezone(UTC).isoformat()) if text is None else text
 
 
 # Pending transitions -------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
-from loyalty_stream.engine.times import fixed
+from loyalty_stream.engine.times import TextMemo, fixed
 from loyalty_stream.events.activities import activity_adapter
 from loyalty_stream.events.codec import encode
 from loyalty_stream.events.envelope import Envelope
@@ -369,23 +369,14 @@ def _t(value: datetime | None) -> str | None:
     return None if value is None else _iso(value)
 
 
-_ISO: Final[dict[int, tuple[datetime, str]]] = {}
-_ISO_LIMIT: Final = 4096
+_ISO: Final = TextMemo()
 
 
 def _iso(at: datetime) -> str:
-    """`at.isoformat()`, remembered per date-time object: formatting costs more than the rest of a new lot's
-    row, and lots share a few objects (one activity's times; stored texts are parsed once, `_parse`). Keyed
-    by identity, not value: equal date-times can carry other offsets. An entry holds its object, so the id
-    is not reused while the entry lives. Bounded: cleared when full."""
-    hit = _ISO.get(id(at))
-    if hit is not None:
-        return hit[1]
-    text = at.isoformat()
-    if len(_ISO) >= _ISO_LIMIT:
-        _ISO.clear()
-    _ISO[id(at)] = (at, text)
-    return text
+    """`at.isoformat()`, remembered per date-time object (`TextMemo`): formatting costs more than the rest of
+    a new lot's row, and lots share a few objects (one activity's times; stored texts are parsed once)."""
+    text = _ISO.get(at)
+    return _ISO.put(at, at.isoformat()) if text is None else text
 
 
 def _pt(value: str | None) -> datetime | None:

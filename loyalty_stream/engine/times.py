@@ -35,3 +35,26 @@ def fixed(at: datetime) -> datetime:
     # The same wall time under `zone` (it has `at`'s offset): what `replace` gives, in half the time. Only
     # `fold` could differ (0 here), and a subclass would not survive, hence those two cases above.
     return at.astimezone(zone)
+
+
+class TextMemo:
+    """Texts of date-time objects, remembered by identity: formatting a date-time costs more than most of what
+    is done with the text, and a customer's lots share a few objects. Keyed by identity, not value: equal
+    date-times can carry other offsets or be other instants (`fold`). An entry holds its object, so its id is
+    not reused while the entry lives. Bounded: cleared when full."""
+
+    __slots__ = ("_limit", "_texts")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._texts: dict[int, tuple[datetime, str]] = {}
+        self._limit = limit
+
+    def get(self, at: datetime) -> str | None:
+        hit = self._texts.get(id(at))
+        return None if hit is None else hit[1]
+
+    def put(self, at: datetime, text: str) -> str:
+        if len(self._texts) >= self._limit:
+            self._texts.clear()
+        self._texts[id(at)] = (at, text)
+        return text

@@ -57,3 +57,22 @@ def test_trusted_instances_share_a_fields_set_that_copies_do_not_leak_into() -> 
     assert copied.template == "c" and first.template == "a"
     assert second.model_fields_set == set(Notification.model_fields)
     assert first == Notification.model_construct(**first.__dict__)
+
+
+def test_text_memo_remembers_by_identity_and_stays_bounded() -> None:
+    """`TextMemo` (behind the codec's `_iso` and `lifecycle.stamp`): the same object gives its remembered text;
+    an equal date-time that is another object (another offset, another instant by `fold`) is formatted anew."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from loyalty_stream.engine.lifecycle import stamp
+    from loyalty_stream.engine.times import TextMemo
+
+    memo = TextMemo(limit=3)
+    at = datetime(2030, 3, 1, 12, tzinfo=UTC)
+    assert memo.get(at) is None and memo.put(at, "A") == "A" and memo.get(at) == "A"
+    same_instant = at.astimezone(timezone(timedelta(hours=2)))
+    assert same_instant == at and memo.get(same_instant) is None
+    for hour in range(3):  # full: cleared, then filled again
+        memo.put(datetime(2030, 1, 1, hour, tzinfo=UTC), "x")
+    assert memo.get(at) is None
+    assert stamp(same_instant) == stamp(at) == "2030-03-01T12:00:00+00:00"
