@@ -11,6 +11,8 @@ Sections (see `bench/broker_bench.py` and `bench/engine_bench.py` for what each 
 * ratio       end_to_end / baseline, from this run
 * latency     publish -> balance change at a steady offered rate (1,000/s), worker in a child process;
               `latency_at_250`: the same at 250/s, below the worker's capacity today
+* broker      what one fetch costs the broker as a partition's history grows (the embedded broker's fetch
+              lists every stored batch of the partition: why the latency p99 climbs over a run)
 * engine / replay / memory   the pure engine, the offline replay (one process, and customer shards over every
               CPU: replay_parallel) and the state store (bench.engine_bench)
 * memory_rocksdb  the same states in a RocksDB table store as Faust lays it out: resident memory, disk, gets/s
@@ -39,7 +41,7 @@ from loyalty_stream.settings import Settings
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGETS = {"end_to_end_per_s": 10_000, "ratio": 0.3, "ratio_stretch": 0.5, "latency_p99_ms": 50.0,
            "engine_per_s": 50_000, "replay_per_s": 50_000}
-SECTIONS = ("baseline", "end_to_end", "latency", "engine", "replay", "memory")
+SECTIONS = ("baseline", "end_to_end", "latency", "broker", "engine", "replay", "memory")
 
 
 def machine() -> dict[str, Any]:
@@ -71,6 +73,9 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
                 print(f"latency: {rate}/s for {args.latency_seconds / 2:g} s ...", flush=True)
                 results[f"latency_at_{rate}"] = await broker_bench.latency(
                     cluster, rate=rate, seconds=args.latency_seconds / 2)
+        if "broker" not in args.skip:
+            print("broker: fetch cost as a partition's history grows ...", flush=True)
+            results["broker_fetch_cost"] = await broker_bench.broker_fetch_cost(cluster)
 
 
 def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, Any]) -> None:

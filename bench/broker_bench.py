@@ -507,6 +507,67 @@ async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, 
     }
 
 
+async def broker_fetch_cost(cluster: Cluster, *, batches: Sequence[int] = (1_000, 4_000, 10_000),
+                            fetches: int = 200) -> Figures:
+    """What one fetch costs the broker as a partition's history grows: a one-partition topic is filled with
+    single-record batches (one produce request each, as a low-latency producer sends them) up to each count in
+    `batches`, and at each count the last record is fetched `fetches` times.
+
+    This is the broker, not the worker, and it explains the latency figures on the embedded broker: Tansu's
+    memory store finds the batch holding an offset by listing every batch stored for the partition, so a fetch
+    that returns data costs time in proportion to the partition's history (Kafka looks the offset up in an
+    index). At a steady 1,000 activities/s each input and output partition gains about a hundred batches a
+    second, and the worker's and the latency collector's fetches cost the broker more each second: its share
+    of the cores and the p99 climb over a run (`p99_ms_per_5_s`) although the worker's own share does not."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    topic = f"{cluster.settings().topic_prefix}fetch-cost"
+    admin = AIOKafkaAdminClient(bootstrap_servers=cluster.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=cluster.bootstrap, linger_ms=0, enable_idempotence=False, acks=1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=10)
+    await producer.start()
+    await consumer.start()
+    partition = TopicPartition(topic, 0)
+    consumer.assign([partition])
+    broker_ms: list[float | None] = []
+    wall_ms: list[float] = []
+    stored = 0
+    try:
+        for count in sorted(batches):
+            while stored < count:
+                await producer.send_and_wait(topic, b"x" * 200)  # one request, so one stored batch, each
+                stored += 1
+            cpu_before, started = _cpu_seconds(cluster.broker_pid), time.perf_counter()
+            for _ in range(fetches):
+                consumer.seek(partition, stored - 1)
+                if not await consumer.getmany(partition, timeout_ms=5000):
+                    raise RuntimeError("broker_fetch_cost: a fetch of a stored record came back empty")
+            wall_ms.append(round((time.perf_counter() - started) * 1000 / fetches, 3))
+            cpu_after = _cpu_seconds(cluster.broker_pid)
+            broker_ms.append(None if cpu_before is None or cpu_after is None
+                             else round((cpu_after - cpu_before) * 1000 / fetches, 3))
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    counts = sorted(batches)
+    span = counts[-1] - counts[0]
+    first, last = broker_ms[0], broker_ms[-1]
+    return {
+        "stored_batches": counts,
+        "fetch_wall_ms": wall_ms,
+        "fetch_broker_cpu_ms": broker_ms,  # None for a broker given by address (its CPU is not visible here)
+        "broker_cpu_us_per_stored_batch": (None if first is None or last is None or span <= 0
+                                           else round((last - first) * 1000 / span, 3)),
+        "wall_us_per_stored_batch": None if span <= 0 else round((wall_ms[-1] - wall_ms[0]) * 1000 / span, 3),
+    }
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "serve-worker":
         asyncio.run(_serve_worker(sys.argv[2]))

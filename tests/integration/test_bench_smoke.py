@@ -54,10 +54,15 @@ async def test_harness_functions_give_sane_figures_and_correct_outputs(
         assert cores["worker"] > 0 and cores["load_generator"] > 0
         assert (cores["broker"] is None) == (bench_cluster.broker_pid is None)
 
+    cost = await broker_bench.broker_fetch_cost(bench_cluster, batches=(20, 60), fetches=5)
+    assert cost["stored_batches"] == [20, 60]
+    assert len(cost["fetch_wall_ms"]) == 2 and all(ms > 0 for ms in cost["fetch_wall_ms"])
+    assert (cost["fetch_broker_cpu_ms"][0] is None) == (bench_cluster.broker_pid is None)
+
 
 def test_make_bench_writes_the_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "latest.json"
-    assert bench_main(["--activities", "200", "--customers", "100", "--skip", "latency,memory",
+    assert bench_main(["--activities", "200", "--customers", "100", "--skip", "latency,broker,memory",
                        "--out", str(out)]) == 0
     results = orjson.loads(out.read_bytes())
     assert results["workload"]["activities"] == 200
