@@ -12,6 +12,8 @@ from pydantic import BaseModel
 
 ContractT = TypeVar("ContractT", bound=BaseModel)
 _set_attr: Final = object.__setattr__
+_new: Final = object.__new__
+"""What `cls.__new__(cls)` finds for a contract (pydantic defines no `__new__`), without looking it up per call."""
 # The setters of BaseModel's slots, called directly (`object.__setattr__` looks each one up by name first).
 _set_fields_set: Final = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra: Final = BaseModel.__dict__["__pydantic_extra__"].__set__
@@ -29,7 +31,7 @@ def trusted(cls: type[ContractT], values: dict[str, Any]) -> ContractT:
     As every field is set, the instances of a class share one fields set (pydantic only adds to it on
     assignment, which frozen contracts refuse, and copies copy it first): no set to build per instance.
     """
-    instance = cls.__new__(cls)
+    instance: ContractT = _new(cls)
     _set_attr(instance, "__dict__", values)
     fields_set = _ALL_FIELDS.get(cls)
     if fields_set is None:
