@@ -79,6 +79,15 @@ def _fields(contract: type[LedgerEntry | BalanceChange]) -> dict[str, Any]:
 _ENTRY: Final = _fields(LedgerEntry)
 _BALANCE_CHANGE: Final = _fields(BalanceChange)
 
+# Enum members as module constants: under mypyc `LedgerKind.EARN` is a module-dict lookup and then an attribute
+# lookup through the Enum metaclass (about 900 instructions); a Final is a C global.
+PROMISE: Final = LedgerKind.PROMISE
+EARN: Final = LedgerKind.EARN
+PROMISED: Final = Bucket.PROMISED
+CURRENT: Final = Bucket.CURRENT
+_CHANNELS: Final[dict[str, Channel]] = {channel.value: channel for channel in Channel}
+"""`Channel(text)` without the Enum metaclass's interpreted `__call__`."""
+
 FROM_LOT: Final[Any] = object()
 """Default of `Effects.entry`'s lot-derived details: take the lot's value."""
 
@@ -129,7 +138,7 @@ class Outcome:
 class Effects:
     """Collects the outputs of one activity against one customer state."""
 
-    __slots__ = ("activity", "any_rolling", "current_before", "event_id", "event_time", "exponents",
+    __slots__ = ("activity", "any_rolling", "current_before", "entry_base", "event_id", "event_time", "exponents",
                  "first_available", "first_expiry", "held", "held_promised", "known", "lifetime_before", "memo",
                  "memo_owner", "outcome", "program", "promised_before", "scope", "source", "state", "time", "version",
                  "version_text")
@@ -193,6 +202,8 @@ class Effects:
         self.exponents: list[dict[int, int] | None] = [None, None]
         """(current, promised): how many lots hold a remainder of each exponent, counted from the first event
         that can coarsen that balance's scale (see Balances)."""
+        self.entry_base: dict[str, Any] | None = None
+        """`_ENTRY` with this customer's fields set (made by the first entry), what `entry` copies."""
 
     def act_for(self, activity: Envelope) -> tuple[Envelope, str, datetime, datetime]:
         """Run effects on behalf of `activity` from now on (`lifecycle.acting_as`, `parking.acting`): its id
@@ -417,35 +428,52 @@ class Effects:
             if bill_number is FROM_LOT:
                 bill_number = None
             available_at = expires_at = None
-        # The fields in declaration order (`_ENTRY`), each set here: a copy of a full dict is filled in place,
-        # cheaper than a literal this long (CPython builds it as two dicts and merges them).
-        values = _ENTRY.copy()
+        # The fields in declaration order: a copy of a full dict (`_ENTRY`, with the customer's fields already set
+        # in `entry_base`) filled in place, cheaper than a literal this long (CPython builds it as two dicts and
+        # merges them). The template's fields are None, so a None value is not set again.
+        base = self.entry_base
+        if base is None:
+            base = self.entry_base = _ENTRY.copy()
+            base["customer_id"] = state.customer_id
+            base["program_id"] = state.program_id
+            base["program_version"] = self.version
+        values = base.copy()
         values["entry_id"] = derive_id_of("le", (cause, kind, self.version_text, *key))  # (a StrEnum joins as text)
         values["seq"] = state.seq
-        values["customer_id"] = state.customer_id
-        values["program_id"] = state.program_id
-        values["program_version"] = self.version
         values["kind"] = kind
         values["bucket"] = bucket
         values["amount"] = amount
-        values["desired_amount"] = desired_amount
+        if desired_amount is not None:
+            values["desired_amount"] = desired_amount
         values["balance_after"] = self.held - state.debt
         values["promised_after"] = self.held_promised
-        values["lot_id"] = lot_id
+        if lot_id is not None:
+            values["lot_id"] = lot_id
         values["source_event_id"] = cause
         values["source_type"] = source_type or type(activity).__name__
-        values["source"] = None if scheduled else self.source
-        values["condition_code"] = condition_code
-        values["rule"] = rule
-        values["line_item_id"] = line_item_id
-        values["bill_number"] = bill_number
-        values["redemption_id"] = redemption_id
-        values["available_at"] = available_at
-        values["expires_at"] = expires_at
+        if not scheduled:
+            values["source"] = self.source
+        if condition_code is not None:
+            values["condition_code"] = condition_code
+        if rule is not None:
+            values["rule"] = rule
+        if line_item_id is not None:
+            values["line_item_id"] = line_item_id
+        if bill_number is not None:
+            values["bill_number"] = bill_number
+        if redemption_id is not None:
+            values["redemption_id"] = redemption_id
+        if available_at is not None:
+            values["available_at"] = available_at
+        if expires_at is not None:
+            values["expires_at"] = expires_at
         values["occurred_at"] = at or self.event_time
-        values["reason"] = reason
-        values["operator_id"] = operator_id
-        values["shortfall"] = shortfall
+        if reason is not None:
+            values["reason"] = reason
+        if operator_id is not None:
+            values["operator_id"] = operator_id
+        if shortfall is not None:
+            values["shortfall"] = shortfall
         entry = trusted(LedgerEntry, values)
         self.outcome.ledger.append(entry)
         return entry
@@ -485,14 +513,14 @@ class Effects:
         self._recount(promised, None, points)
         if promised:
             self.held_promised += points
-            bucket = Bucket.PROMISED
-            kind = kind or LedgerKind.PROMISE
+            bucket = PROMISED
+            kind = kind or PROMISE
         else:
             self.held += points
             if state.debt > ZERO:
                 self.settle_debt(lot)
-            bucket = Bucket.CURRENT
-            kind = kind or LedgerKind.EARN
+            bucket = CURRENT
+            kind = kind or EARN
         self.entry(kind=kind, bucket=bucket, amount=points, key=key, lot=lot, rule=rule,
                    desired_amount=desired_amount, reason=reason, operator_id=operator_id,
                    redemption_id=redemption_id)
@@ -508,12 +536,17 @@ class Effects:
 
     # Other outputs ----------------------------------------------------------------------------------------
     def notify(self, channel: Channel | str, template: str, key: tuple[object, ...], **data: str) -> None:
+        self.notify_with(channel, template, key, data)
+
+    def notify_with(self, channel: Channel | str, template: str, key: tuple[object, ...], data: dict[str, str]) -> None:
+        """`notify` with its data as a dict the notification keeps (under mypyc a `**` call is a generic one)."""
+        known = channel if type(channel) is Channel else _CHANNELS.get(channel)
         self.outcome.notifications.append(trusted(Notification, {
             "type": "Notification",
             "notification_id": derive_id_of("nt", (self.event_id, template, *key)),
             "customer_id": self.state.customer_id,
             "program_id": self.state.program_id,
-            "channel": Channel(channel),
+            "channel": Channel(channel) if known is None else known,
             "template": template,
             "data": data,
             "cause_event_id": self.event_id,
@@ -552,7 +585,7 @@ class Effects:
         self.outcome.tier_changes.append(change)
         policy = self.program.tier_policy
         if policy.notify_channel and policy.notify_template:
-            self.notify(policy.notify_channel, policy.notify_template, ("tier", to_tier), tier=to_tier)
+            self.notify_with(policy.notify_channel, policy.notify_template, ("tier", to_tier), {"tier": to_tier})
 
     def finish(self) -> Outcome:
         """Attach the balance change when anything moved."""

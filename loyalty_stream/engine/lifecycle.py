@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine import parking, rules
 from loyalty_stream.engine.contracts import trusted
-from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.effects import CURRENT, PROMISED, Effects
 from loyalty_stream.engine.expiry import expiry_date, local_date, local_midnight, reminder_due
 from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.ids import derive_id
@@ -37,12 +37,14 @@ from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import TextMemo, fixed
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.envelope import SCHEMA_VERSION, Envelope
-from loyalty_stream.events.outputs import Bucket, LedgerKind
+from loyalty_stream.events.outputs import LedgerKind
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.rules import ConvertAction, Rule
 
 DueKind = Literal["DelayedAccrual", "PointsExpiry"]
 
+_KIND_CONVERT: Final = LedgerKind.CONVERT  # (Enum members as constants: see `effects.EARN`)
+_KIND_EXPIRE: Final = LedgerKind.EXPIRE
 CONVERT: Final = 0
 REMIND: Final = 1
 EXPIRE: Final = 2
@@ -284,7 +286,7 @@ def convert(fx: Effects, lot: Lot, at: datetime, *, scheduled: bool, reason: str
     if not scheduled:
         lot.available_at = at
     fx.settle_debt(lot)
-    fx.entry(kind=LedgerKind.CONVERT, bucket=Bucket.CURRENT, amount=amount, key=(lot.lot_id,), at=at,
+    fx.entry(kind=_KIND_CONVERT, bucket=CURRENT, amount=amount, key=(lot.lot_id,), at=at,
              scheduled=scheduled, lot=lot, reason=reason, source_type="DelayedAccrual" if scheduled else None)
     return amount
 
@@ -293,8 +295,8 @@ def expire(fx: Effects, lot: Lot, at: datetime) -> None:
     """Take what is left of the lot; a lot still promised at its expiry leaves the promised bucket."""
     amount = fx.empty(lot)
     fx.state.expired += amount
-    bucket = Bucket.PROMISED if lot.promised else Bucket.CURRENT
-    fx.entry(kind=LedgerKind.EXPIRE, bucket=bucket, amount=-amount, key=(lot.lot_id, stamp(at)), at=at,
+    bucket = PROMISED if lot.promised else CURRENT
+    fx.entry(kind=_KIND_EXPIRE, bucket=bucket, amount=-amount, key=(lot.lot_id, stamp(at)), at=at,
              scheduled=True, lot=lot, source_type="PointsExpiry")
 
 
@@ -393,9 +395,9 @@ def _remind(fx: Effects, transition: Transition) -> None:
     synthetic = _synthetic(state, due, "PointsExpiry", derive_id("rm", state.program_id, state.customer_id,
                                                                  transition.key, str(n)))
     with acting_as(fx, synthetic):
-        fx.notify(program.reminders.channel, program.reminders.template, ("reminder", transition.key, str(n)),
-                  points=f"{points:f}", expires_on=expiry_date(expires_at, program.zone).isoformat(),
-                  days_before=str(n))
+        fx.notify_with(program.reminders.channel, program.reminders.template, ("reminder", transition.key, str(n)),
+                       {"points": f"{points:f}", "expires_on": expiry_date(expires_at, program.zone).isoformat(),
+                        "days_before": str(n)})
 
 
 def materialise(fx: Effects, until: datetime) -> None:

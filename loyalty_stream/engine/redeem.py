@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine import expiry, parking, periods, retention, rules
 from loyalty_stream.engine.contracts import trusted
-from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.effects import CURRENT, Effects
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, Consumption, CustomerState, Lot, Redemption
@@ -35,6 +35,8 @@ from loyalty_stream.events import activities as act
 from loyalty_stream.events.outputs import Bucket, ConsumedLot, LedgerKind, RedemptionResult, RedemptionStatus
 from loyalty_stream.program.redeem import RedeemCondition
 from loyalty_stream.program.rules import RedeemAction, Rule
+
+_REDEEM: Final = LedgerKind.REDEEM  # (Enum members as constants: see `effects.EARN`)
 
 ACTIVITY: Final = "PointsRedemption"
 _FAR: Final = datetime.max.replace(tzinfo=UTC)
@@ -272,7 +274,7 @@ def _debit(fx: Effects, activity: act.PointsRedemption, attempt: _Attempt, condi
     for lot, take in plan_spending(state, points):
         fx.take(lot, take)
         consumed.append(Consumption(lot.lot_id, take))
-        fx.entry(kind=LedgerKind.REDEEM, bucket=Bucket.CURRENT, amount=-take, key=(redemption_id, lot.lot_id),
+        fx.entry(kind=_REDEEM, bucket=CURRENT, amount=-take, key=(redemption_id, lot.lot_id),
                  lot=lot, redemption_id=redemption_id, bill_number=bill_number, line_item_id=None,
                  condition_code=condition.code, rule=None if rule is None else rule.name)
     state.redeemed += points

@@ -34,13 +34,14 @@ from typing import Final, cast
 
 from loyalty_stream.engine import parking, redeem, retention
 from loyalty_stream.engine.caps import release_caps
-from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.effects import CURRENT, PROMISED, Effects
 from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, Bill, BillItem, CustomerState, Lot, Redemption
 from loyalty_stream.events import activities as act
-from loyalty_stream.events.outputs import Bucket, LedgerKind
+from loyalty_stream.events.outputs import LedgerKind
 
 ONE: Final = Decimal(1)
+_RETURN: Final = LedgerKind.RETURN  # (Enum members as constants: see `effects.EARN`)
 
 
 def _n(value: Decimal) -> str:
@@ -246,14 +247,14 @@ def _claw(fx: Effects, bill: Bill, lot: Lot, share_before: Decimal, share_after:
     if lost > ZERO:
         notes.append(f"{_n(lost)} had already expired or been deducted")
     amount = -(take + debt)
-    bucket = Bucket.PROMISED if lot.promised else Bucket.CURRENT
-    fx.entry(kind=LedgerKind.RETURN, bucket=bucket, amount=amount,
+    bucket = PROMISED if lot.promised else CURRENT
+    fx.entry(kind=_RETURN, bucket=bucket, amount=amount,
              key=(bill.bill_number, lot.lot_id), lot=lot, desired_amount=-claim if -claim != amount else None,
              shortfall=short if short > ZERO and policy != "allow_negative" else None,
              reason="; ".join([what, *notes]))
     for other, points in collect:
         fx.take(other, points)
-        fx.entry(kind=LedgerKind.RETURN, bucket=Bucket.CURRENT, amount=-points,
+        fx.entry(kind=_RETURN, bucket=CURRENT, amount=-points,
                  key=(bill.bill_number, lot.lot_id, other.lot_id), lot=other, bill_number=bill.bill_number,
                  line_item_id=None, condition_code=None,
                  reason=f"{what}; collects points already redeemed from its own")

@@ -25,7 +25,7 @@ from loyalty_stream.engine.rounding import _DECIMAL_MODES, _QUANTA, RoundingStra
 from loyalty_stream.engine.state import ZERO, CustomerState, copy_state, new_state, state_from_dict, state_to_dict
 from loyalty_stream.engine.times import fixed
 from loyalty_stream.events.activities import activity_adapter
-from loyalty_stream.events.outputs import BalanceChange, LedgerEntry
+from loyalty_stream.events.outputs import BalanceChange, Bucket, Channel, LedgerEntry, LedgerKind
 from loyalty_stream.program.model import Program
 
 from .conftest import activity
@@ -123,6 +123,37 @@ def test_entries_and_balance_changes_validate_as_built_by_hand() -> None:
     # Each instance has its own field dict (the template is copied, never shared or changed).
     assert len({id(entry.__dict__) for entry in entries}) == len(entries)
     assert all(value is None for name, value in effects_module._ENTRY.items() if name != "type")
+
+
+def test_entry_fields_left_none_match_a_full_fill() -> None:
+    """`entry` leaves the template's None where a value is None: each entry's fields equal setting all of them,
+    and the enum constants are the very members."""
+    assert effects_module.EARN is LedgerKind.EARN and effects_module.PROMISE is LedgerKind.PROMISE
+    assert effects_module.CURRENT is Bucket.CURRENT and effects_module.PROMISED is Bucket.PROMISED
+    for entry in [entry for outcome in _outcomes() for entry in outcome.ledger]:
+        full = dict(entry.__dict__)
+        assert LedgerEntry.model_construct(**full).__dict__ == entry.__dict__
+        assert entry.model_dump_json() == LedgerEntry.model_validate(full).model_dump_json()
+
+
+@pytest.mark.parametrize("channel", [*Channel, *(c.value for c in Channel), "fax"])
+def test_notification_channel_is_the_enum_lookup(channel: Any) -> None:
+    """`notify_with` takes the channel from a table where it can; `Channel(channel)` gives the same member, and
+    an unknown channel fails the same way."""
+    program = make_program()
+    event = activity("TransactionAdd", "t1", "2024-10-01T10:00:00+00:00", bill_number="B1", amount="10")
+    fx = Effects(new_state("c1", "default"), event, program, None)
+    try:
+        expected = Channel(channel)
+    except ValueError as error:
+        with pytest.raises(ValueError, match=str(error)):
+            fx.notify_with(channel, "t", ("k",), {})
+        return
+    fx.notify_with(channel, "t", ("k",), {"a": "1"})
+    fx.notify(channel, "t", ("k2",), a="1")
+    first, second = fx.outcome.notifications
+    assert first.channel is expected and second.channel is expected
+    assert first.data == second.data == {"a": "1"}
 
 
 # Retention prune -------------------------------------------------------------------------------------------
