@@ -90,13 +90,8 @@ def _horizon(fx: Effects, at: datetime) -> date:
 
 
 def period_label(fx: Effects, period: Period) -> str:
-    """`periods.period_key` of the activity's time, computed once per activity and period."""
-    memo = fx.memo_for()
-    key = ("period", period)
-    label: str | None = memo.get(key)
-    if label is None:
-        label = memo[key] = periods.period_label(fx.local_date(), period)
-    return label
+    """`periods.period_key` of the activity's time (`periods.period_label` remembers it)."""
+    return periods.period_label(fx.local_date(), period)
 
 
 def _prune(fx: Effects, key: str) -> None:

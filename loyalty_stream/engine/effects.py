@@ -170,16 +170,18 @@ class Effects:
             remaining = lot.remaining
             if lot.rolling:
                 any_rolling = True
+            # (The date-times are compared before the points: a date-time comparison with the shared zone is
+            # the cheaper one, and most lots are not the earliest so far.)
             if lot.promised:
                 held_promised += remaining
                 available_at = lot.available_at
-                if available_at is not None and remaining > ZERO and (
-                        first_available is None or available_at < first_available):
+                if available_at is not None and (
+                        first_available is None or available_at < first_available) and remaining > ZERO:
                     first_available = available_at
             else:
                 held += remaining
             expires_at = lot.expires_at
-            if expires_at is not None and remaining > ZERO and (first_expiry is None or expires_at < first_expiry):
+            if expires_at is not None and (first_expiry is None or expires_at < first_expiry) and remaining > ZERO:
                 first_expiry = expires_at
         self.first_available = first_available
         """The earliest conversion of a promised lot held when the activity started (None: none)."""

@@ -28,7 +28,7 @@ import calendar
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, cast
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine.effects import Effects
@@ -45,6 +45,10 @@ ROLLING_EVENTS: Final[tuple[type[Envelope], ...]] = (
 )
 """Activities that can award points: each one that awards points (or any, with `roll_expiry_on_zero_points`)
 re-dates every rolling lot. Redemptions, returns, adjustments and scheduler events never roll."""
+
+_ROLL_KINDS: Final[dict[type, tuple[bool, bool]]] = {}
+"""By activity class: (a rolling event, a Registration or CustomerUpdate), the isinstance tests `roll_expiry` makes
+once per activity, which against pydantic models go through their metaclass's `__instancecheck__` (an ABC)."""
 
 PAST_FIELD_FALLBACK_DAYS: Final = 7
 ONE_MICROSECOND: Final = timedelta(microseconds=1)
@@ -299,7 +303,12 @@ def roll_expiry(fx: Effects, awarded: Decimal) -> None:
     condition gives for this event (never shortened). After a Registration or CustomerUpdate that sets the
     data a customer-based expiry reads, those lots follow the new data. Every move is a REDATE entry."""
     activity = fx.activity
-    if not isinstance(activity, ROLLING_EVENTS):
+    kinds = _ROLL_KINDS.get(type(activity))
+    if kinds is None:
+        kinds = _ROLL_KINDS[type(activity)] = (isinstance(activity, ROLLING_EVENTS),
+                                               isinstance(activity, act.Registration | act.CustomerUpdate))
+    rolling, follows_customer = kinds
+    if not rolling:
         return
     program, state = fx.program, fx.state
     if fx.any_rolling and (awarded > ZERO or program.roll_expiry_on_zero_points):
@@ -311,8 +320,8 @@ def roll_expiry(fx: Effects, awarded: Decimal) -> None:
                                  state=state, earned_day=fx.local_date())
             if new is None or new > lot.expires_at:
                 redate(fx, lot, new, "rolling expiry")
-    if isinstance(activity, act.Registration | act.CustomerUpdate):
-        _follow_customer(fx, activity)
+    if follows_customer:
+        _follow_customer(fx, cast(act.Registration | act.CustomerUpdate, activity))
 
 
 def _touches(condition: ExpiryCondition, activity: act.Registration | act.CustomerUpdate) -> bool:

@@ -28,4 +28,4 @@ def derive_id_of(prefix: str, parts: tuple[object, ...]) -> str:
         raw = "\x1f".join([p if p.__class__ is str else ("" if p is None else str(p)) for p in parts])
     digest = _EMPTY.copy()
     digest.update(raw.encode())
-    return prefix + "-" + digest.hexdigest()
+    return f"{prefix}-{digest.hexdigest()}"  # (one string built, where `+` built two)

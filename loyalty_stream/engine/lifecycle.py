@@ -97,6 +97,16 @@ class Transition(NamedTuple):
         return self.at.astimezone(UTC), self.order, self.key, self.days_before
 
 
+_tuple_new: Final[Any] = tuple.__new__
+
+
+def _transition(at: datetime, order: int, key: str, lot: Lot, days_before: int = 0) -> Transition:
+    """`Transition(at, order, key, lot, days_before)`: what the named tuple's `__new__` does (`tuple.__new__` on
+    the fields), without running that interpreted function."""
+    transition: Transition = _tuple_new(Transition, (at, order, key, lot, days_before))
+    return transition
+
+
 @dataclass(frozen=True, slots=True)
 class Due:
     """The earliest pending transition of a customer: when, and which scheduler activity carries it."""
@@ -155,12 +165,12 @@ def _pending(state: CustomerState, program: Program, until: datetime | None) -> 
         if lot.remaining <= ZERO:
             continue
         if lot.promised and lot.available_at is not None and (until is None or lot.available_at <= until):
-            pending.append(Transition(lot.available_at, CONVERT, lot.lot_id, lot))
+            pending.append(_transition(lot.available_at, CONVERT, lot.lot_id, lot))
         expires_at = lot.expires_at
         if expires_at is None:
             continue
         if until is None or expires_at <= until:
-            pending.append(Transition(expires_at, EXPIRE, lot.lot_id, lot))
+            pending.append(_transition(expires_at, EXPIRE, lot.lot_id, lot))
         if table is None or (reminders_until is not None and expires_at > reminders_until):
             continue
         dues = table.get(expires_at)
@@ -173,7 +183,7 @@ def _pending(state: CustomerState, program: Program, until: datetime | None) -> 
                 and (expires_at, n) not in reminded
             ):
                 reminded.add((expires_at, n))
-                pending.append(Transition(due, REMIND, stamp(expires_at), lot, n))
+                pending.append(_transition(due, REMIND, stamp(expires_at), lot, n))
     return pending
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -45,9 +46,12 @@ def period_key(at: datetime, period: Period, zone: ZoneInfo) -> str:
     return "lifetime" if start is None else f"{period}:{start.date().isoformat()}"
 
 
+@lru_cache(maxsize=1024)
 def period_label(local: date, period: Period) -> str:
     """`period_key` of an instant whose local date (in the zone) is `local`: the label names the local date
-    that opens the period, which only that date decides."""
+    that opens the period, which only that date decides. Remembered: capped sets label a period or two per
+    activity, the activities of a period share their labels, and building one costs a few thousand
+    instructions (`date.replace` takes keywords, `isoformat` formats)."""
     start = _opening_date(local, period)
     return "lifetime" if start is None else f"{period}:{start.isoformat()}"
 

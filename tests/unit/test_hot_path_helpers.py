@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from hashlib import blake2b
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import workload
+from loyalty_stream.engine import expiry, lifecycle, periods
 from loyalty_stream.engine.contracts import trusted
+from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.line_items import distribute
-from loyalty_stream.events.activities import activity_adapter
+from loyalty_stream.engine.state import Lot, new_state
+from loyalty_stream.events.activities import CustomerUpdate, Registration, activity_adapter
 from loyalty_stream.events.codec import encode
 from loyalty_stream.events.outputs import (
     Bucket,
@@ -84,6 +88,34 @@ def test_trusted_builds_what_model_construct_builds() -> None:
     assert fast == slow and encode(fast) == encode(slow)
     assert fast.model_dump() == slow.model_dump() and fast.model_fields_set == slow.model_fields_set
     assert LedgerEntry.model_validate_json(encode(fast)) == slow
+
+
+def test_transition_helper_builds_the_named_tuple() -> None:
+    lot = Lot("l1", Decimal(1), Decimal(1), True, datetime(2024, 1, 1, tzinfo=UTC), None, None, "e1", "earn")
+    at = datetime(2024, 2, 1, tzinfo=UTC)
+    for args in ((at, lifecycle.CONVERT, "l1", lot), (at, lifecycle.REMIND, "k", lot, 7)):
+        fast, plain = lifecycle._transition(*args), lifecycle.Transition(*args)
+        assert type(fast) is lifecycle.Transition and fast == plain and fast._asdict() == plain._asdict()
+
+
+@given(st.dates(), st.sampled_from(["day", "calendar_week", "calendar_month", "calendar_year", "lifetime"]))
+def test_remembered_period_label_is_the_computed_one(local: date, period: Any) -> None:
+    assert periods.period_label(local, period) == periods.period_label.__wrapped__(local, period)
+
+
+def test_roll_kinds_by_class_are_the_isinstance_tests() -> None:
+    registry = workload.load_registry()
+    program = registry.get(workload.PROGRAM_ID)
+    assert program is not None
+    seen = set()
+    for record in workload.generate(300, 40, seed=5):
+        event = activity_adapter.validate_json(record.value or b"")
+        fx = Effects(new_state(event.customer_id, event.program_id), event, program, None)
+        expiry.roll_expiry(fx, Decimal(0))
+        seen.add(type(event))
+        assert expiry._ROLL_KINDS[type(event)] == (isinstance(event, expiry.ROLLING_EVENTS),
+                                                   isinstance(event, Registration | CustomerUpdate))
+    assert len(seen) >= 4
 
 
 def test_encode_writes_what_pydantic_writes_for_every_output_and_activity() -> None:
