@@ -317,13 +317,18 @@ V = TypeVar("V")
 
 class StoredRows(MutableMapping[str, V]):
     """Bills or redemptions as decoded from the store: each entry is decoded on first access, in place (the
-    mapping keeps the stored order), and entries never read encode back as the rows they were stored as."""
+    mapping keeps the stored order), and entries never read encode back as the rows they were stored as.
 
-    __slots__ = ("_decode", "_items")
+    `texts`: from a settled encode (`_settled_rows`), each entry's JSON with the row it was written from; an
+    entry still holding that very row is written as that JSON by the next settled encode."""
 
-    def __init__(self, rows: dict[str, Any], decode: Callable[[str, Any], V]) -> None:
+    __slots__ = ("_decode", "_items", "_texts")
+
+    def __init__(self, rows: dict[str, Any], decode: Callable[[str, Any], V],
+                 texts: dict[str, tuple[Any, bytes]] | None = None) -> None:
         self._items: dict[str, Any] = dict(rows)  # rows are only read, never changed
         self._decode = decode
+        self._texts = texts
 
     def __getitem__(self, key: str) -> V:
         value = self._items[key]
@@ -364,6 +369,10 @@ class StoredRows(MutableMapping[str, V]):
     def rows(self, encode: Callable[[V], Any]) -> dict[str, Any]:
         """The stored form: rows never decoded as they were, the others encoded with `encode`."""
         return {key: value if type(value) is list else encode(value) for key, value in self._items.items()}
+
+    def texts(self) -> dict[str, tuple[Any, bytes]] | None:
+        """The entries' JSON from the settled encode that made this mapping, if one did (see `__init__`)."""
+        return self._texts
 
 
 def _t(value: datetime | None) -> str | None:
@@ -575,14 +584,59 @@ def _rows(items: MutableMapping[str, V], encode: Callable[[V], Any]) -> dict[str
     return {key: encode(value) for key, value in items.items()}
 
 
+def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any],
+                  decode: Callable[[str, Any], V]) -> tuple[StoredRows[V], bytes]:
+    """Bills or redemptions for a settled encode: the `StoredRows` of their rows (what a fresh decode holds)
+    and `orjson.dumps` of those rows, joined from each entry's JSON. An entry still holding the row a previous
+    settled encode wrote is written as the JSON kept then (serialising every bill's row again was a third of
+    a cached state's encoding); the others are serialised, and every entry's JSON is kept for the next.
+
+    An entry's JSON is `,"key":row` (its comma first: the concatenation is a copy holding only its own
+    bytes, see `_lots_json`); joined after "{" with the first comma dropped, it is what orjson writes for
+    the mapping (compact: no spaces)."""
+    known: dict[str, tuple[Any, bytes]] | None = None
+    held: MutableMapping[str, Any]
+    if isinstance(items, StoredRows):
+        held = items.peek_all()
+        known = items.texts()
+    else:
+        held = items
+    rows: dict[str, Any] = {}
+    texts: dict[str, tuple[Any, bytes]] = {}
+    parts: list[bytes] = [b"{"]
+    dumps = orjson.dumps
+    for key, value in held.items():
+        text: bytes | None = None
+        if type(value) is list:
+            row: Any = value
+            if known is not None:
+                kept = known.get(key)
+                if kept is not None and kept[0] is row:
+                    text = kept[1]
+        else:
+            row = encode(value)
+        if text is None:
+            text = b"," + dumps({key: row})[1:-1]
+        rows[key] = row
+        texts[key] = (row, text)
+        parts.append(text)
+    if len(parts) == 1:
+        return StoredRows(rows, decode, texts), b"{}"
+    parts[1] = parts[1][1:]  # the first entry without its comma
+    parts.append(b"}")
+    return StoredRows(rows, decode, texts), b"".join(parts)
+
+
 def state_to_dict(state: CustomerState) -> dict[str, Any]:
     """The stored form of a customer (plain JSON data). Parked activities are stored (as their canonical JSON
     and source) only when there are any."""
-    return _state_dict(state, _lot_rows(state.lots))
+    return _state_dict(state, _lot_rows(state.lots), _rows(state.redemptions, _redemption_to),
+                       _rows(state.bills, _bill_to))
 
 
-def _state_dict(state: CustomerState, lots: Any) -> dict[str, Any]:
-    """`state_to_dict` with the lots' stored form given (their rows, or their JSON as an `orjson.Fragment`)."""
+def _state_dict(state: CustomerState, lots: Any, redemptions: Any, bills: Any) -> dict[str, Any]:
+    """`state_to_dict` with the stored form of the lots, redemptions and bills given (their rows, or their
+    JSON as an `orjson.Fragment`)."""
     data: dict[str, Any] = {
         "v": 1,
         "customer_id": state.customer_id,
@@ -602,8 +656,8 @@ def _state_dict(state: CustomerState, lots: Any) -> dict[str, Any]:
         "expired": str(state.expired),
         "returned": str(state.returned),
         "counters": {k: str(v) for k, v in state.counters.items()},
-        "redemptions": _rows(state.redemptions, _redemption_to),
-        "bills": _rows(state.bills, _bill_to),
+        "redemptions": redemptions,
+        "bills": bills,
         "recent_event_ids": list(state.recent_event_ids),
         "offsets": state.offsets,
         "last_event_time": _t(state.last_event_time),
@@ -652,6 +706,7 @@ def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     bills and redemptions never decoded as those rows. A settled encode writes the lots from each lot's JSON
     (`_lots_json`, one `orjson.Fragment` for the list: a fragment per lot measured no faster), which it keeps
     for the next: the processor's cached states, encoded once per record, skip serialising unchanged lots.
+    Bills and redemptions likewise, per entry (`_settled_rows`).
 
     `settle`: for a state that lives on as an object after it is stored (the processor's state cache), turn
     its bills and redemptions back into the rows just written, as a fresh decode would hold them. Otherwise
@@ -660,7 +715,10 @@ def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     only a caller holding one of its bill or redemption objects would stop seeing it in the state."""
     if not settle:
         return orjson.dumps(state_to_dict(state))
-    data = _state_dict(state, orjson.Fragment(_lots_json(state.lots)))
-    state.bills = StoredRows(data["bills"], _bill_from)
-    state.redemptions = StoredRows(data["redemptions"], _redemption_from)
+    redemptions, redemptions_json = _settled_rows(state.redemptions, _redemption_to, _redemption_from)
+    bills, bills_json = _settled_rows(state.bills, _bill_to, _bill_from)
+    data = _state_dict(state, orjson.Fragment(_lots_json(state.lots)), orjson.Fragment(redemptions_json),
+                       orjson.Fragment(bills_json))
+    state.bills = bills
+    state.redemptions = redemptions
     return orjson.dumps(data)
