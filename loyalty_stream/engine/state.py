@@ -637,7 +637,18 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
 def _state_dict(state: CustomerState, lots: Any, redemptions: Any, bills: Any) -> dict[str, Any]:
     """`state_to_dict` with the stored form of the lots, redemptions and bills given (their rows, or their
     JSON as an `orjson.Fragment`)."""
-    data: dict[str, Any] = {
+    data = _head(state)
+    data["lots"] = lots
+    data.update(_middle(state))
+    data["redemptions"] = redemptions
+    data["bills"] = bills
+    data.update(_tail(state))
+    return data
+
+
+# The stored form's keys in their order: `_head`, "lots", `_middle`, "redemptions", "bills", `_tail`.
+def _head(state: CustomerState) -> dict[str, Any]:
+    return {
         "v": 1,
         "customer_id": state.customer_id,
         "program_id": state.program_id,
@@ -647,7 +658,11 @@ def _state_dict(state: CustomerState, lots: Any, redemptions: Any, bills: Any) -
         "membership_end": None if state.membership_end is None else state.membership_end.isoformat(),
         "custom_fields": {k: _jsonable(v) for k, v in state.custom_fields.items()},
         "extended_fields": {k: _jsonable(v) for k, v in state.extended_fields.items()},
-        "lots": lots,
+    }
+
+
+def _middle(state: CustomerState) -> dict[str, Any]:
+    return {
         "debt": str(state.debt),
         "lifetime_earned": str(state.lifetime_earned),
         "lifetime_purchases": str(state.lifetime_purchases),
@@ -656,8 +671,12 @@ def _state_dict(state: CustomerState, lots: Any, redemptions: Any, bills: Any) -
         "expired": str(state.expired),
         "returned": str(state.returned),
         "counters": {k: str(v) for k, v in state.counters.items()},
-        "redemptions": redemptions,
-        "bills": bills,
+    }
+
+
+def _tail(state: CustomerState) -> dict[str, Any]:
+    """Parked activities are stored (as their canonical JSON and source) only when there are any."""
+    data: dict[str, Any] = {
         "recent_event_ids": list(state.recent_event_ids),
         "offsets": state.offsets,
         "last_event_time": _t(state.last_event_time),
@@ -712,13 +731,20 @@ def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     its bills and redemptions back into the rows just written, as a fresh decode would hold them. Otherwise
     every bill the state ever read or made stays an object and is encoded again on every later activity:
     a cached state then cost more than decoding it afresh. The state stays equal (rows decode on access);
-    only a caller holding one of its bill or redemption objects would stop seeing it in the state."""
+    only a caller holding one of its bill or redemption objects would stop seeing it in the state. A settled
+    encode's bytes hold only their own bytes (no `codec.right_sized` copy needed)."""
     if not settle:
         return orjson.dumps(state_to_dict(state))
+    # The sections joined in one copy (what orjson writes for `state_to_dict`, compact): the result holds only
+    # its own bytes (see `codec.right_sized`), and the lots', bills' and redemptions' JSON is copied once.
+    dumps = orjson.dumps
+    head = dumps(_head(state))
+    lots_json = _lots_json(state.lots)
+    middle = dumps(_middle(state))
     redemptions, redemptions_json = _settled_rows(state.redemptions, _redemption_to, _redemption_from)
     bills, bills_json = _settled_rows(state.bills, _bill_to, _bill_from)
-    data = _state_dict(state, orjson.Fragment(_lots_json(state.lots)), orjson.Fragment(redemptions_json),
-                       orjson.Fragment(bills_json))
+    tail = dumps(_tail(state))
     state.bills = bills
     state.redemptions = redemptions
-    return orjson.dumps(data)
+    return b"".join((head[:-1], b',"lots":', lots_json, b",", middle[1:-1], b',"redemptions":', redemptions_json,
+                     b',"bills":', bills_json, b",", tail[1:]))

@@ -64,8 +64,11 @@ def state_key(program_id: str, customer_id: str) -> bytes:
 
 def encode_state(state: CustomerState, *, settle: bool = False) -> bytes:
     """The state's bytes as the store keeps them (right-sized: the store holds every customer's); `settle`:
-    the state object is kept (cached) for the customer's next record (see `state_to_json`)."""
-    return right_sized(state_to_json(state, settle=settle))
+    the state object is kept (cached) for the customer's next record (see `state_to_json`, whose settled
+    bytes are already right-sized: joined, not orjson's own)."""
+    if settle:
+        return state_to_json(state, settle=True)
+    return right_sized(state_to_json(state))
 
 
 def decode_state(raw: bytes) -> CustomerState:

@@ -17,6 +17,7 @@ from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.state import (
     Bill,
     Lot,
+    Parked,
     StoredRows,
     copy_state,
     new_state,
@@ -25,9 +26,12 @@ from loyalty_stream.engine.state import (
     state_to_json,
 )
 from loyalty_stream.events.activities import activity_adapter
+from loyalty_stream.events.outputs import SourceRef
 from loyalty_stream.replay.runner import Record
 from loyalty_stream.stream import processor as processor_module
 from loyalty_stream.stream.processor import ActivityProcessor, decode_state, encode_state
+
+from .conftest import activity
 
 FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -306,3 +310,39 @@ def test_a_changed_lot_keeps_only_the_texts_of_its_unchanged_fields(name: str) -
             setattr(lot, field_name, current.astimezone(UTC) if field_name == "earned_at" else Decimal("10.0"))
             encoded = state_to_json(state, settle=settle)
             assert (b"+00:00" in encoded) if field_name == "earned_at" else (b'"10.0"' in encoded)
+
+
+def test_a_settled_encode_joins_the_sections_as_the_plain_encoding_writes_them(stored_states: list[bytes]) -> None:
+    """A settled encode joins its sections itself (head, lots, counters, redemptions, bills, tail): the same
+    bytes as `orjson.dumps(state_to_dict(...))` for empty and full sections, custom fields, parked activities,
+    and bills and redemptions changed, added and removed between settled encodes; and bytes of their own."""
+    empty = new_state("c1", "bench")
+    assert state_to_json(empty, settle=True) == orjson.dumps(state_to_dict(copy_state(empty)))
+    raw = next(r for r in reversed(stored_states) if len(orjson.loads(r)["bills"]) >= 3
+               and orjson.loads(r)["redemptions"])
+    state = decode_state(raw)
+    assert state_to_json(state, settle=True) == raw
+    state.custom_fields = {"a": Decimal("1.50"), "b": "x", "c": 3, "d": True}
+    state.extended_fields = {"e": Decimal("2")}
+    state.counters["cap:extra"] = Decimal("7.25")
+    state.parked = [Parked(activity("PointsUnlock", "p1", "2024-02-01T10:00:00+05:30", bill_number="B1"),
+                           SourceRef(topic="points-unlock", partition=1, offset=9)),
+                    Parked(activity("RedemptionReversal", "p2", "2024-02-02T10:00:00+00:00", redemption_id="R1"),
+                           None, True)]
+    numbers = list(state.bills)
+    state.bills[numbers[1]].returned_amount += Decimal("1.00")  # changed in the middle
+    del state.bills[numbers[0]]  # the first removed
+    state.bills["B-new"] = Bill("B-new", "e-new", datetime(2024, 3, 1, tzinfo=UTC), Decimal("10.00"))
+    rid = next(iter(state.redemptions))
+    del state.redemptions[rid]
+    for _ in range(2):  # written from the kept texts the second time
+        expected = orjson.dumps(state_to_dict(copy_state(state)))
+        settled = state_to_json(state, settle=True)
+        assert settled == expected
+        assert bytes(memoryview(settled)) == settled and type(settled) is bytes
+    state.bills = {}
+    state.redemptions = {}
+    state.lots = []
+    state.recent_event_ids = {}
+    state.counters = {}
+    assert state_to_json(state, settle=True) == orjson.dumps(state_to_dict(copy_state(state)))
