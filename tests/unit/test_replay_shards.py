@@ -14,7 +14,7 @@ from bench import workload
 from loyalty_stream.cli import build_parser
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.replay import shards
-from loyalty_stream.replay.runner import Record, replay
+from loyalty_stream.replay.runner import Record, ReplayResult, replay
 
 
 @pytest.fixture(autouse=True)
@@ -123,6 +123,20 @@ def test_a_shard_that_dies_fails_the_replay(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(shards, "replay_ordered", killed)
     with pytest.raises(RuntimeError, match=r"replay shard \d ended without a result \(exit code 9\)"):
+        replay(_records(), workload.load_registry(), jobs=2)
+
+
+def test_a_shard_ledger_that_does_not_split_back_fails_the_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards send their ledger newline-joined; an entry holding a raw newline (never valid JSON) is caught."""
+    def with_a_raw_newline(records: list[Record], *args: Any, **kwargs: Any) -> ReplayResult:
+        result: ReplayResult = kwargs.get("result") or args[1]
+        result.ledger.append(b'{"a":\n1}')
+        result.ledger_ends = [1] * len(records)
+        result.activities = len(records)
+        return result
+
+    monkeypatch.setattr(shards, "replay_ordered", with_a_raw_newline)
+    with pytest.raises(RuntimeError, match=r"replay shard \d sent 2 ledger entries, not 1"):
         replay(_records(), workload.load_registry(), jobs=2)
 
 
