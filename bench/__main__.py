@@ -84,13 +84,17 @@ def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, 
         print("engine: pure apply ...", flush=True)
         results["engine"] = engine_bench.engine(records, registry)
     if "replay" not in args.skip or "memory" not in args.skip:
+        parallel = None
+        if "replay" not in args.skip:  # first, in a process that holds no replay yet (`parallel_replay`)
+            print("replay: customer shards in parallel ...", flush=True)
+            parallel = engine_bench.parallel_replay(records, registry)
         print("replay: the record processor offline ...", flush=True)
         replay, sequential = engine_bench.replay_figures(records, registry)
         states = sequential.states
-        if "replay" not in args.skip:
+        if parallel is not None:
             results["replay"] = replay
-            print("replay: customer shards in parallel ...", flush=True)
-            results["replay_parallel"] = engine_bench.parallel_replay_figures(records, registry, sequential)
+            results["replay_parallel"] = engine_bench.parallel_replay_figures(parallel, sequential)
+            del parallel
         if "memory" not in args.skip:
             print("memory: the state store ...", flush=True)
             results["memory"] = engine_bench.memory(states)
