@@ -537,11 +537,8 @@ class Effects:
             state.debt -= paid
 
     # Other outputs ----------------------------------------------------------------------------------------
-    def notify(self, channel: Channel | str, template: str, key: tuple[object, ...], **data: str) -> None:
-        self.notify_with(channel, template, key, data)
-
-    def notify_with(self, channel: Channel | str, template: str, key: tuple[object, ...], data: dict[str, str]) -> None:
-        """`notify` with its data as a dict the notification keeps (under mypyc a `**` call is a generic one)."""
+    def notify(self, channel: Channel | str, template: str, key: tuple[object, ...], data: dict[str, str]) -> None:
+        """`data` is a dict the notification keeps (not `**data`: under mypyc a `**` call is a generic one)."""
         known = channel if type(channel) is Channel else _CHANNELS.get(channel)
         self.outcome.notifications.append(trusted(Notification, {
             "type": "Notification",
@@ -587,7 +584,7 @@ class Effects:
         self.outcome.tier_changes.append(change)
         policy = self.program.tier_policy
         if policy.notify_channel and policy.notify_template:
-            self.notify_with(policy.notify_channel, policy.notify_template, ("tier", to_tier), {"tier": to_tier})
+            self.notify(policy.notify_channel, policy.notify_template, ("tier", to_tier), {"tier": to_tier})
 
     def finish(self) -> Outcome:
         """Attach the balance change when anything moved."""

@@ -405,9 +405,9 @@ def _remind(fx: Effects, transition: Transition) -> None:
     synthetic = _synthetic(state, due, "PointsExpiry", derive_id("rm", state.program_id, state.customer_id,
                                                                  transition.key, str(n)))
     with acting_as(fx, synthetic):
-        fx.notify_with(program.reminders.channel, program.reminders.template, ("reminder", transition.key, str(n)),
-                       {"points": f"{points:f}", "expires_on": expiry_date(expires_at, program.zone).isoformat(),
-                        "days_before": str(n)})
+        fx.notify(program.reminders.channel, program.reminders.template, ("reminder", transition.key, str(n)),
+                  {"points": f"{points:f}", "expires_on": expiry_date(expires_at, program.zone).isoformat(),
+                   "days_before": str(n)})
 
 
 def materialise(fx: Effects, until: datetime) -> None:

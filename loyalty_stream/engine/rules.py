@@ -62,7 +62,7 @@ def _output_key(fx: Effects, rule: Rule, index: int) -> tuple[object, ...]:
 
 
 def _notify(fx: Effects, action: NotifyAction, rule: Rule, activity: Any, index: int) -> None:
-    fx.notify_with(action.channel, action.template, _output_key(fx, rule, index), dict(action.data))
+    fx.notify(action.channel, action.template, _output_key(fx, rule, index), dict(action.data))
 
 
 def _coupon(fx: Effects, action: IssueCouponAction, rule: Rule, activity: Any, index: int) -> None:

@@ -138,8 +138,8 @@ def test_entry_fields_left_none_match_a_full_fill() -> None:
 
 @pytest.mark.parametrize("channel", [*Channel, *(c.value for c in Channel), "fax"])
 def test_notification_channel_is_the_enum_lookup(channel: Any) -> None:
-    """`notify_with` takes the channel from a table where it can; `Channel(channel)` gives the same member, and
-    an unknown channel fails the same way."""
+    """`notify` takes the channel from a table where it can; `Channel(channel)` gives the same member, and an
+    unknown channel fails the same way."""
     program = make_program()
     event = activity("TransactionAdd", "t1", "2024-10-01T10:00:00+00:00", bill_number="B1", amount="10")
     fx = Effects(new_state("c1", "default"), event, program, None)
@@ -147,10 +147,10 @@ def test_notification_channel_is_the_enum_lookup(channel: Any) -> None:
         expected = Channel(channel)
     except ValueError as error:
         with pytest.raises(ValueError, match=str(error)):
-            fx.notify_with(channel, "t", ("k",), {})
+            fx.notify(channel, "t", ("k",), {})
         return
-    fx.notify_with(channel, "t", ("k",), {"a": "1"})
-    fx.notify(channel, "t", ("k2",), a="1")
+    fx.notify(channel, "t", ("k",), {"a": "1"})
+    fx.notify(expected, "t", ("k2",), {"a": "1"})
     first, second = fx.outcome.notifications
     assert first.channel is expected and second.channel is expected
     assert first.data == second.data == {"a": "1"}
