@@ -442,7 +442,7 @@ def _lots_json(lots: list[Lot]) -> bytes:
     A lot's kept text is its JSON after a comma (`,[...]`): the concatenation is a copy holding only its own
     bytes, where orjson's own result holds at least 4 KiB (see `codec.right_sized`): kept as it was, the
     cached states' lot texts held 4 KiB a lot (most of a 1.6 GB process after 100k activities)."""
-    parts: list[bytes] = [b"["]  # "[", lot, ",lot", ",lot", ..., "]": joined in one copy
+    parts: list[bytes] = []
     dumps = orjson.dumps
     for lot in lots:
         stored = _unchanged_memo(lot)
@@ -456,11 +456,17 @@ def _lots_json(lots: list[Lot]) -> bytes:
             assert memo is not None
             memo[18] = text
         parts.append(text)
-    if len(parts) == 1:
-        return b"[]"
-    parts[1] = parts[1][1:]  # the first lot's text without its comma
-    parts.append(b"]")
-    return b"".join(parts)
+    return _comma_joined(b"[", parts, b"]")
+
+
+def _comma_joined(opening: bytes, texts: list[bytes], closing: bytes) -> bytes:
+    """The JSON array or object of `texts`, each an element's (or member's) JSON after its comma, joined in one
+    copy: what orjson writes for the whole (compact: no spaces). `texts` is used up."""
+    if not texts:
+        return opening + closing
+    texts[0] = opening + texts[0][1:]  # the first without its comma
+    texts.append(closing)
+    return b"".join(texts)
 
 
 def _lot_to(lot: Lot) -> list[Any]:
@@ -592,8 +598,7 @@ def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any],
     a cached state's encoding); the others are serialised, and every entry's JSON is kept for the next.
 
     An entry's JSON is `,"key":row` (its comma first: the concatenation is a copy holding only its own
-    bytes, see `_lots_json`); joined after "{" with the first comma dropped, it is what orjson writes for
-    the mapping (compact: no spaces)."""
+    bytes, see `_lots_json`), joined by `_comma_joined`."""
     known: dict[str, tuple[Any, bytes]] | None = None
     held: MutableMapping[str, Any]
     if isinstance(items, StoredRows):
@@ -603,7 +608,7 @@ def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any],
         held = items
     rows: dict[str, Any] = {}
     texts: dict[str, tuple[Any, bytes]] = {}
-    parts: list[bytes] = [b"{"]
+    parts: list[bytes] = []
     dumps = orjson.dumps
     for key, value in held.items():
         text: bytes | None = None
@@ -620,11 +625,7 @@ def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any],
         rows[key] = row
         texts[key] = (row, text)
         parts.append(text)
-    if len(parts) == 1:
-        return StoredRows(rows, decode, texts), b"{}"
-    parts[1] = parts[1][1:]  # the first entry without its comma
-    parts.append(b"}")
-    return StoredRows(rows, decode, texts), b"".join(parts)
+    return StoredRows(rows, decode, texts), _comma_joined(b"{", parts, b"}")
 
 
 def state_to_dict(state: CustomerState) -> dict[str, Any]:
