@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,8 @@ from loyalty_stream.events.activities import activity_adapter
 from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.program.loader import ProgramRegistry, parse_program, read_program_file
 from loyalty_stream.program.model import Program
+from loyalty_stream.replay.runner import Record
+from loyalty_stream.stream.processor import ActivityProcessor, Processed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,3 +55,22 @@ def verify_running_balances() -> Iterator[None]:
         yield
     finally:
         effects.CHECK_BALANCES = False
+
+
+def process_all(processor: ActivityProcessor, records: Iterable[Record], store: dict[bytes, bytes]
+                ) -> Iterator[Processed]:
+    """Each record through `processor` in turn, over `store` (a dict standing in for the worker's table): every
+    new state is stored before the next record, as the worker does; yields what each record gave."""
+    for r in records:
+        processed = processor.process(r.topic, r.partition, r.offset, r.key, r.value, store.get)
+        if processed.state is not None and processed.state_key is not None:
+            store[processed.state_key] = processed.state
+        yield processed
+
+
+def states_after(processor: ActivityProcessor, records: Iterable[Record]) -> dict[bytes, bytes]:
+    """The stored customer states once every record has gone through `processor` (see `process_all`)."""
+    store: dict[bytes, bytes] = {}
+    for _ in process_all(processor, records, store):
+        pass
+    return store

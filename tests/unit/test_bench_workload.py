@@ -20,6 +20,8 @@ from loyalty_stream.program.loader import ProgramRegistry, parse_program
 from loyalty_stream.replay.runner import Record, replay
 from loyalty_stream.stream.processor import TOPIC_ACTIVITIES, TOPIC_OF_ACTIVITY, ActivityProcessor
 
+from .conftest import process_all
+
 ROOT = Path(__file__).resolve().parents[2]
 FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -44,10 +46,7 @@ def _run(records: list[Record], registry: ProgramRegistry, state_cache: int = 0)
     processor = ActivityProcessor(registry, clock=lambda: FIXED_NOW, state_cache=state_cache)
     store: dict[bytes, bytes] = {}
     digest = hashlib.sha256()
-    for r in records:
-        processed = processor.process(r.topic, r.partition, r.offset, r.key, r.value, store.get)
-        if processed.state is not None and processed.state_key is not None:
-            store[processed.state_key] = processed.state
+    for processed in process_all(processor, records, store):
         for topic, value in processed.outputs:
             digest.update(topic.encode() + b"\0" + value + b"\n")
     for key in sorted(store):

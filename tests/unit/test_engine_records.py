@@ -18,6 +18,8 @@ from loyalty_stream.engine.line_items import Unit
 from loyalty_stream.engine.state import Bill, BillItem, Consumption, CustomerState, Lot, Redemption
 from loyalty_stream.stream.processor import ActivityProcessor, decode_state
 
+from .conftest import states_after
+
 FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
@@ -25,11 +27,7 @@ def _busy_state() -> CustomerState:
     """A real customer state with lots, bills and redemptions, as the engine leaves it."""
     registry = workload.load_registry()
     processor = ActivityProcessor(registry, clock=lambda: FIXED_NOW)
-    store: dict[bytes, bytes] = {}
-    for r in workload.generate(600, 12, seed=3, days=60):
-        processed = processor.process(r.topic, r.partition, r.offset, r.key, r.value, store.get)
-        if processed.state is not None and processed.state_key is not None:
-            store[processed.state_key] = processed.state
+    store = states_after(processor, workload.generate(600, 12, seed=3, days=60))
     states = [decode_state(raw) for raw in store.values()]
     return max(states, key=lambda s: (len(s.redemptions) > 0, len(s.bills), len(s.lots)))
 

@@ -13,6 +13,8 @@ from loyalty_stream.program.model import Program
 from loyalty_stream.replay.runner import Record, diff_ledgers, order_records, replay
 from loyalty_stream.stream.processor import LEDGER, ActivityProcessor
 
+from .conftest import process_all
+
 
 def _records() -> list[Record]:
     rows = []
@@ -30,10 +32,7 @@ def _records() -> list[Record]:
 
 def _live_ledger(records: list[Record], registry: ProgramRegistry) -> list[bytes]:
     processor, store, ledger = ActivityProcessor(registry), {}, []
-    for r in order_records(records, "processing"):
-        processed = processor.process(r.topic, r.partition, r.offset, r.key, r.value, store.get)
-        if processed.state is not None and processed.state_key is not None:
-            store[processed.state_key] = processed.state
+    for processed in process_all(processor, order_records(records, "processing"), store):
         ledger += [v for t, v in processed.outputs if t == LEDGER]
     return ledger
 

@@ -15,7 +15,7 @@ from loyalty_stream.engine.state import CustomerState, new_state
 from loyalty_stream.events.outputs import LedgerKind
 from loyalty_stream.stream.processor import ActivityProcessor
 
-from .conftest import activity
+from .conftest import activity, process_all
 from .test_redeem import Customer, earn_rules, make_program
 
 D = Decimal
@@ -67,12 +67,8 @@ def test_every_entry_of_a_realistic_workload_agrees_with_the_lots() -> None:
     processor = ActivityProcessor(registry, clock=lambda: datetime(2030, 1, 1, tzinfo=UTC))
     store: dict[bytes, bytes] = {}
     kinds: set[LedgerKind] = set()
-    for record in workload.generate(2500, 150, seed=21, days=240):
-        processed = processor.process(record.topic, record.partition, record.offset, record.key, record.value,
-                                      store.get)
+    for processed in process_all(processor, workload.generate(2500, 150, seed=21, days=240), store):
         assert processed.dead_letter is None or "unknown" in processed.dead_letter.reason
-        if processed.state is not None and processed.state_key is not None:
-            store[processed.state_key] = processed.state
         if processed.outcome is not None:
             kinds.update(e.kind for e in processed.outcome.ledger)
             change = processed.outcome.balance_change

@@ -31,7 +31,7 @@ from loyalty_stream.replay.runner import Record
 from loyalty_stream.stream import processor as processor_module
 from loyalty_stream.stream.processor import ActivityProcessor, decode_state, encode_state
 
-from .conftest import activity
+from .conftest import activity, states_after
 
 FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -41,11 +41,7 @@ def stored_states() -> list[bytes]:
     """Customer states of a realistic run (lots, bills, redemptions, counters, caps)."""
     registry = workload.load_registry()
     processor = ActivityProcessor(registry, clock=lambda: FIXED_NOW)
-    store: dict[bytes, bytes] = {}
-    for r in workload.generate(1500, 120, seed=31, days=120):
-        processed = processor.process(r.topic, r.partition, r.offset, r.key, r.value, store.get)
-        if processed.state is not None and processed.state_key is not None:
-            store[processed.state_key] = processed.state
+    store = states_after(processor, workload.generate(1500, 120, seed=31, days=120))
     return sorted(store.values(), key=len)
 
 
