@@ -8,7 +8,8 @@ Sections (see `bench/broker_bench.py` and `bench/engine_bench.py` for what each 
 
 * baseline    raw aiokafka consume -> orjson -> produce 2, same records and topic layout: the ceiling
 * end_to_end  the real worker (Redis due index on), pre-produced records, first processed -> last output
-* ratio       end_to_end / baseline, from this run
+* engine_process  the same with the worker's engine in a process of its own (`Settings.engine_process`)
+* ratio       end_to_end (and engine_process) / baseline, from this run
 * latency     publish -> balance change at a steady offered rate (1,000/s), worker in a child process;
               `latency_at_250`: the same at 250/s, below the worker's capacity today
 * broker      what one fetch costs the broker as a partition's history grows (the embedded broker's fetch
@@ -41,7 +42,7 @@ from loyalty_stream.settings import Settings
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGETS = {"end_to_end_per_s": 10_000, "ratio": 0.3, "ratio_stretch": 0.5, "latency_p99_ms": 50.0,
            "engine_per_s": 50_000, "replay_per_s": 50_000}
-SECTIONS = ("baseline", "end_to_end", "latency", "broker", "engine", "replay", "memory")
+SECTIONS = ("baseline", "end_to_end", "engine_process", "latency", "broker", "engine", "replay", "memory")
 
 
 def machine() -> dict[str, Any]:
@@ -62,9 +63,22 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
             if args.verify:
                 print("end to end: checking the outputs ...", flush=True)
                 results["end_to_end_check"] = await broker_bench.verify(run)
-        if "baseline" in results and "end_to_end" in results:
-            results["ratio"] = {"end_to_end_over_baseline": round(
-                results["end_to_end"]["activities_per_s"] / results["baseline"]["activities_per_s"], 3)}
+        if "engine_process" not in args.skip:
+            print("end to end: the worker with its engine process ...", flush=True)
+            run = await broker_bench.end_to_end(cluster, records, registry, keep_states=args.verify,
+                                                engine_process=True)
+            results["end_to_end_engine_process"] = run.figures
+            if args.verify:
+                print("end to end: checking the outputs ...", flush=True)
+                results["end_to_end_engine_process_check"] = await broker_bench.verify(run)
+        if "baseline" in results:
+            ratio = {}
+            for name in ("end_to_end", "end_to_end_engine_process"):
+                if name in results:
+                    ratio[f"{name}_over_baseline"] = round(
+                        results[name]["activities_per_s"] / results["baseline"]["activities_per_s"], 3)
+            if ratio:
+                results["ratio"] = ratio
         if "latency" not in args.skip:
             print(f"latency: {args.latency_rate}/s for {args.latency_seconds:g} s ...", flush=True)
             results["latency"] = await broker_bench.latency(

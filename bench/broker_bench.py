@@ -239,19 +239,21 @@ class EndToEnd:
 
 
 async def end_to_end(cluster: Cluster, records: Sequence[Record], registry: ProgramRegistry, *,
-                     timeout: float = 600.0, data_dir: Any = None, keep_states: bool = False) -> EndToEnd:
+                     timeout: float = 600.0, data_dir: Any = None, keep_states: bool = False,
+                     engine_process: bool = False) -> EndToEnd:
     """Pre-produce `records`, start the worker, time from the first record processed to the last output.
+    `engine_process`: the worker with its engine in a process of its own (`Settings.engine_process`).
 
     The garbage collector is set up as `loyalty-stream worker` sets it up (`runtime.tune_gc`)."""
     with worker_gc():
-        return await _end_to_end(cluster, records, registry, timeout, data_dir, keep_states)
+        return await _end_to_end(cluster, records, registry, timeout, data_dir, keep_states, engine_process)
 
 
 async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: ProgramRegistry, timeout: float,
-                      data_dir: Any, keep_states: bool) -> EndToEnd:
+                      data_dir: Any, keep_states: bool, engine_process: bool) -> EndToEnd:
     from loyalty_stream.stream.runtime import running_worker
 
-    settings = cluster.settings(data_dir=data_dir)
+    settings = cluster.settings(data_dir=data_dir, engine_process=engine_process)
     await create_catalogue(settings)
     prefix = settings.topic_prefix
     produced = await produce_all(cluster.bootstrap, workload.messages(records, prefix))
@@ -268,6 +270,9 @@ async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: Pro
             def done() -> int:  # records whose outputs and state are on the broker and that are acked
                 return int(getattr(worker, "completed_count", worker.processed_count))
 
+            pids = {"worker": os.getpid(), "engine_process": worker.engine.pid if worker.engine else None,
+                    "broker": cluster.broker_pid}
+            cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             while done() < total:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"end_to_end: {done()}/{total} after {timeout}s")
@@ -276,6 +281,8 @@ async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: Pro
                 await asyncio.sleep(0.002)
             await worker.app.producer.flush()
             end = time.perf_counter()
+            cores = {name: _cores(cpu_before[name], _cpu_seconds(pid), end - started - ready)
+                     for name, pid in pids.items() if pid is not None}
             first = getattr(worker, "first_processed_at", None) or first or end
             if keep_states:
                 states = {key: value for key, value in worker.customers.items() if value is not None}
@@ -297,6 +304,8 @@ async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: Pro
         "balance_changes": outs[prefix + BALANCE_CHANGES],
         "dead_letters": outs[prefix + DEAD_LETTER],
         "gc_collect_ms": None if collect is None else round(collect * 1000),
+        "cpu_cores": cores,  # CPU seconds per second while the records were processed (the worker's includes
+        # this benchmark's polling, a few percent)
     }
     return EndToEnd(figures, states, settings)
 
@@ -387,6 +396,11 @@ def _cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _cores(before: float | None, after: float | None, seconds: float) -> float | None:
+    """CPU seconds per second of wall time between two `_cpu_seconds` readings."""
+    return None if before is None or after is None or seconds <= 0 else round((after - before) / seconds, 2)
+
+
 def _percentile(sorted_values: Sequence[float], share: float) -> float | None:
     """Nearest-rank percentile; None when it falls on an activity that never got its balance change."""
     index = min(len(sorted_values) - 1, max(0, round(share * (len(sorted_values) - 1))))
@@ -466,8 +480,7 @@ async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, 
         elapsed = time.perf_counter() - started
         cores: dict[str, float | None] = {}
         for name, pid in pids.items():
-            before, after = cpu_before[name], _cpu_seconds(pid)
-            cores[name] = None if before is None or after is None else round((after - before) / elapsed, 2)
+            cores[name] = _cores(cpu_before[name], _cpu_seconds(pid), elapsed)
     finally:
         child.stdin.close()
         await producer.stop()

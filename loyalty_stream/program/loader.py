@@ -58,12 +58,14 @@ class ProgramRegistry:
     def __init__(self, programs: Iterable[Program] = ()) -> None:
         self._versions: dict[str, dict[int, Program]] = {}
         self._current: dict[str, Program] = {}
+        self._added: list[Program] = []
         for program in programs:
             self.add(program)
 
     def add(self, program: Program) -> None:
         versions = self._versions.setdefault(program.id, {})
         versions[program.version] = program
+        self._added.append(program)
         newest = self._current.get(program.id)
         if newest is None or program.version >= newest.version:
             self._current[program.id] = program
@@ -72,6 +74,17 @@ class ProgramRegistry:
         if version is None:
             return self._current.get(program_id)
         return self._versions.get(program_id, {}).get(version)
+
+    def added_since(self, count: int) -> list[Program]:
+        """The programs added after the first `count` additions, in the order they were added: what a copy of
+        this registry elsewhere (the engine process, `stream.engine_process`) still lacks. `revision` is the
+        count to pass next time."""
+        return self._added[count:]
+
+    @property
+    def revision(self) -> int:
+        """How many programs were added so far (see `added_since`)."""
+        return len(self._added)
 
     def __contains__(self, program_id: object) -> bool:
         return program_id in self._current

@@ -21,20 +21,35 @@ from loyalty_stream.scheduler.due_index import due_key, due_score, kind_key, mem
 log = logging.getLogger(__name__)
 
 
+Due = tuple[int, str] | None
+"""A customer's next transition as the index keeps it: (score, kind), or None when nothing is due."""
+
+
+def due_of(registry: ProgramRegistry, state: CustomerState) -> tuple[str, Due] | None:
+    """The customer's index member and next transition (None: the program is unknown). Pure: the engine
+    process computes it beside the engine, and the worker records it (`DueRecorder.record`)."""
+    program = registry.get(state.program_id)
+    if program is None:
+        return None
+    due = lifecycle.next_transition(state, program)
+    return member(state.program_id, state.customer_id), None if due is None else (due_score(due.at), due.kind)
+
+
 class DueRecorder:
     def __init__(self, redis: Redis, prefix: str, registry: ProgramRegistry) -> None:
         self.redis = redis
         self.prefix = prefix
         self.registry = registry
-        self.pending: dict[str, tuple[int, str] | None] = {}
+        self.pending: dict[str, Due] = {}
 
     def note(self, state: CustomerState) -> None:
-        program = self.registry.get(state.program_id)
-        if program is None:
-            return
-        due = lifecycle.next_transition(state, program)
-        name = member(state.program_id, state.customer_id)
-        self.pending[name] = None if due is None else (due_score(due.at), due.kind)
+        found = due_of(self.registry, state)
+        if found is not None:
+            self.pending[found[0]] = found[1]
+
+    def record(self, name: str, due: Due) -> None:
+        """What `note` records, computed elsewhere (`due_of`)."""
+        self.pending[name] = due
 
     async def flush(self) -> int:
         if not self.pending:

@@ -91,6 +91,10 @@ class Processed:
     """Dead letters of earlier records, parked by the engine and given up now (also in `outputs`)."""
 
 
+Prepared = tuple[Envelope, Program, bytes, str]
+"""A record `ActivityProcessor.prepare` decoded: (activity, program, state key, real topic)."""
+
+
 def _wall_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -134,6 +138,16 @@ class ActivityProcessor:
         itself: that one is changed in place and never encoded (`Processed.state` stays None; the new state is
         `outcome.state`). After an engine error such a state may be half-applied: the dead letter then names
         its `state_key`, and the store must rebuild it (the replay re-applies the customer's earlier records)."""
+        prepared = self.prepare(topic, partition, offset, key, value, source_topic=source_topic)
+        if isinstance(prepared, Processed):
+            return prepared
+        return self.finish(prepared, partition, offset, key, value, load_state(prepared[2]))
+
+    def prepare(self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, *,
+                source_topic: str | None = None) -> Prepared | Processed:
+        """`process` up to the state it needs: the decoded record (`Prepared`: its `state_key` is third), or
+        the record's dead letter. With `finish`, for callers that fetch the states of many records at once
+        (the engine process, `stream.engine_process`)."""
         real_topic = source_topic or topic
         try:
             activity = decode_activity(value)
@@ -151,8 +165,12 @@ class ActivityProcessor:
         if program is None:
             return self._dead(real_topic, partition, offset, key, value, "unknown_program",
                               f"unknown program {activity.program_id!r}; known: {self.registry.ids()}")
-        skey = state_key(activity.program_id, activity.customer_id)
-        stored = load_state(skey)
+        return (activity, program, state_key(activity.program_id, activity.customer_id), real_topic)
+
+    def finish(self, prepared: Prepared, partition: int, offset: int, key: bytes | None, value: bytes | None,
+               stored: bytes | CustomerState | None) -> Processed:
+        """`process` from `prepare`'s result and the state stored under its key."""
+        activity, program, skey, real_topic = prepared
         source = trusted(SourceRef, {"topic": real_topic, "partition": partition, "offset": offset})
         if self.object_store:
             assert stored is None or isinstance(stored, CustomerState)

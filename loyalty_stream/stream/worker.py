@@ -62,7 +62,8 @@ from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.scheduler import Scheduler
 from loyalty_stream.settings import Settings
 from loyalty_stream.stream.catalogue import Catalogue, load_catalogue
-from loyalty_stream.stream.due_recorder import DueRecorder
+from loyalty_stream.stream.due_recorder import Due, DueRecorder
+from loyalty_stream.stream.engine_process import EngineProcess, EngineProcessError, Record, Result
 from loyalty_stream.stream.faust_settings import faust_config
 from loyalty_stream.stream.processor import TOPIC_ACTIVITIES, ActivityProcessor, Processed, decode_state
 from loyalty_stream.stream.program_feed import ProgramFeed
@@ -163,6 +164,9 @@ class LoyaltyWorker:
         self.catalogue = catalogue or load_catalogue(settings.catalogue_path, partitions=settings.partitions)
         self.processor = ActivityProcessor(registry, state_cache=settings.state_cache)
         self.after_process = after_process
+        if after_process is not None and settings.engine_process:
+            raise ValueError("after_process sees the engine's outcome: it needs the engine in this process "
+                             "(Settings.engine_process off)")
         self.clock = clock
         #: Records the engine has processed / whose outputs, state and ack are done; monotonic timestamps.
         self.processed_count = 0
@@ -227,6 +231,10 @@ class LoyaltyWorker:
             app.task(self._run_scheduler)
             app.task(self._rebuild_due_index)
             self._scheduler_interval = scheduler_interval
+        self.engine: EngineProcess | None = None
+        if settings.engine_process:
+            self.engine = EngineProcess(registry, self._stored, self._take_in, state_cache=settings.state_cache,
+                                        due_notes=self.due is not None, gc_interval=settings.gc_interval)
 
     # Hot path ----------------------------------------------------------------------------------------------
     def _batches(self) -> asyncio.Queue[_Batch]:
@@ -245,15 +253,23 @@ class LoyaltyWorker:
         epoch = self._epoch
         if self.first_processed_at is None:
             self.first_processed_at = time.perf_counter()
+        if self.engine is not None:
+            records: list[Record] = [(self.logical_of.get(m.topic, m.topic), m.partition, m.offset, m.key, m.value,
+                                      m.topic) for m in messages]
+            try:
+                await self.engine.submit(epoch, (epoch, messages), records)  # taken in by `_take_in`
+            except EngineProcessError as exc:
+                if self._accepting:  # nothing of the batch is acked: processed again after the restart
+                    log.error("the engine process failed; crashing so that unacked records are delivered again")
+                    await self.app.crash(exc)
+            return
         process = self.processor.process
         logical_of = self.logical_of
-        output_names = self.output_names
-        partition_of = self._partition_of
         after = self.after_process
         local: dict[bytes, tuple[bytes, int]] = {}
         notes: dict[bytes, CustomerState] = {}
         outbox = _Outbox(self._producer())
-        add = outbox.add
+        post = self._post
         pending_get = self._pending.get
         store_get = self.customers.data.get
 
@@ -273,23 +289,56 @@ class LoyaltyWorker:
                 if processed.outcome is not None:
                     notes[processed.state_key] = processed.outcome.state
             if processed.outputs:
-                key = processed.customer_id.encode() if processed.customer_id is not None else message.key
-                partition = partition_of(key, message.partition)
-                for logical, value in processed.outputs:
-                    add(output_names[logical], partition, key, value)
+                post(outbox, message, processed.customer_id, processed.outputs)
             if after is not None:
                 result = after(processed)
                 if asyncio.iscoroutine(result):
                     await result
-        self.processed_count += len(messages)
         if self.due is not None:
             for state in notes.values():
                 self.due.note(state)
+        await self._send_batch(epoch, messages, local, outbox)
+
+    def _post(self, outbox: _Outbox, message: Any, customer_id: str | None, outputs: list[tuple[str, bytes]]) -> None:
+        """A record's outputs into `outbox`: keyed by its customer, partitioned as Faust's `send` would."""
+        key = customer_id.encode() if customer_id is not None else message.key
+        partition = self._partition_of(key, message.partition)
+        output_names = self.output_names
+        add = outbox.add
+        for logical, value in outputs:
+            add(output_names[logical], partition, key, value)
+
+    async def _send_batch(self, epoch: int, messages: list[Any], local: dict[bytes, tuple[bytes, int]],
+                          outbox: _Outbox) -> None:
+        """Send a processed batch's outputs and queue it for completion (`_complete`)."""
+        self.processed_count += len(messages)
         outputs = [future for future, _ in await outbox.send()]
         if epoch != self._epoch:
             return  # revoked meanwhile: not acked, so fetched and processed again (same output ids)
         self._pending.update((key, value) for key, (value, _) in local.items())
         await self._batches().put(_Batch(epoch, outputs, local, messages))
+
+    def _stored(self, key: bytes) -> bytes | None:
+        """A customer's state as the next batch must see it: on its way to the changelog, else in the table."""
+        value = self._pending.get(key)
+        return value if value is not None else self.customers.data.get(key)
+
+    async def _take_in(self, context: tuple[int, list[Any]], results: list[Result], dues: dict[str, Due]) -> None:
+        """A batch the engine process ran (`_process_batch` submitted it): what the loop above does with each
+        record's result, then the same `_send_batch`."""
+        epoch, messages = context
+        local: dict[bytes, tuple[bytes, int]] = {}
+        outbox = _Outbox(self._producer())
+        post = self._post
+        for message, (customer_id, skey, state, outputs) in zip(messages, results, strict=True):
+            if state is not None and skey is not None:
+                local[skey] = (state, message.partition)
+            if outputs:
+                post(outbox, message, customer_id, outputs)
+        if self.due is not None:
+            for name, due in dues.items():
+                self.due.record(name, due)
+        await self._send_batch(epoch, messages, local, outbox)
 
     async def _deliver(self) -> None:
         """Complete batches in order (see the module docstring); a failed delivery crashes the app."""
@@ -401,7 +450,11 @@ class LoyaltyWorker:
         commit Faust makes when it stops covers them. Called when the app stops (`LoyaltyApp.on_stop`) and by
         `runtime.running_worker`. Records fetched afterwards stay unacked and are delivered again."""
         self._accepting = False
+        if self.engine is not None:
+            await self.engine.idle()  # its batches join the queue
         await self._join_queue()
+        if self.engine is not None:
+            await self.engine.close()
 
     async def collect_garbage(self) -> float | None:
         """Collect the process's reference cycles where it turned automatic collection off (`runtime.tune_gc`):

@@ -22,8 +22,12 @@ def _program(version: int, percent: int) -> dict:
                 {"name": "pct", "actions": [{"type": "allocate", "condition": "PCT"}]}]}]}}
 
 
+@pytest.mark.parametrize("engine_process", [False, True], ids=["one-process", "engine-process"])
 async def test_new_program_version_applies_to_later_activities(loyalty_settings: Settings,
-                                                               catalogue_topics: dict[str, str]) -> None:
+                                                               catalogue_topics: dict[str, str],
+                                                               engine_process: bool) -> None:
+    """With the engine process, the worker hands the new version on with the next batch."""
+    loyalty_settings = loyalty_settings.model_copy(update={"engine_process": engine_process})
     async with live_worker(loyalty_settings, program(**_program(1, 10))) as live:
         await live.publish(activity("TransactionAdd", "t1", "pia", "2026-06-01T10:00:00Z", bill_number="B1",
                                     amount="100"))
