@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from loyalty_stream.engine.contracts import trusted
 from loyalty_stream.engine.facts import Facts, facts
 from loyalty_stream.engine.ids import derive_id, derive_id_of
+from loyalty_stream.engine.rounding import CENTS, exponent_of, power_of_ten
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import fixed
 from loyalty_stream.events.envelope import Envelope
@@ -41,30 +42,6 @@ if TYPE_CHECKING:
 
 CHECK_BALANCES = False
 """Debug switch: verify the running balances against the lots on every ledger entry (tests turn it on)."""
-
-_SCALES: Final = {exponent: Decimal(1).scaleb(exponent) for exponent in range(-30, 1)}
-
-
-_PROBES: Final = tuple((exponent, Decimal(1).scaleb(exponent)) for exponent in (-2, 0, -1, -3))
-"""The usual exponents of points (2 decimals, whole points, 1 or 3 decimals), most frequent first."""
-_CENTS: Final = Decimal("0.01")
-
-
-def _exponent(value: Decimal) -> int:
-    """`value.as_tuple().exponent`, tried first against the usual exponents: `same_quantum` is a plain C test,
-    while `as_tuple` builds a digit tuple and a named tuple (several times slower)."""
-    for usual, probe in _PROBES:
-        if value.same_quantum(probe):
-            return usual
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)
-    return exponent
-
-
-def _scale(exponent: int) -> Decimal:
-    scale = _SCALES.get(exponent)
-    return scale if scale is not None else Decimal(1).scaleb(exponent)
-
 
 _LOCAL_DATE: Final = "local_date"
 
@@ -260,8 +237,8 @@ class Effects:
             for lot in self.state.lots:
                 if lot.promised == promised:
                     remaining = lot.remaining
-                    # `_exponent`, its most frequent case inline (this visits every lot of the bucket)
-                    exponent = -2 if remaining.same_quantum(_CENTS) else _exponent(remaining)
+                    # `exponent_of`, its most frequent case inline (this visits every lot of the bucket)
+                    exponent = -2 if remaining.same_quantum(CENTS) else exponent_of(remaining)
                     counts[exponent] = counts.get(exponent, 0) + 1
             self.exponents[1 if promised else 0] = counts
         return counts
@@ -275,7 +252,7 @@ class Effects:
             return False  # not counted yet, or a remainder that kept its exponent (the usual take / give)
         lost = False
         if old is not None:
-            exponent = _exponent(old)
+            exponent = exponent_of(old)
             left = counts[exponent] - 1
             if left:
                 counts[exponent] = left
@@ -283,7 +260,7 @@ class Effects:
                 del counts[exponent]
                 lost = True
         if new is not None:
-            exponent = _exponent(new)
+            exponent = exponent_of(new)
             counts[exponent] = counts.get(exponent, 0) + 1
         return lost
 
@@ -294,9 +271,9 @@ class Effects:
         a sum's exponent coarser than its terms', so the total keeps the finest exponent its lots have."""
         finest = min(min(self._counts(promised), default=0), 0)
         if promised:
-            self.held_promised = self.held_promised.quantize(_scale(finest))
+            self.held_promised = self.held_promised.quantize(power_of_ten(finest))
         else:
-            self.held = self.held.quantize(_scale(finest))
+            self.held = self.held.quantize(power_of_ten(finest))
 
     def take(self, lot: Lot, points: Decimal) -> None:
         """Remove `points` from what `lot` still holds (its bucket's balance goes down with it)."""

@@ -14,6 +14,7 @@ from decimal import Decimal
 from math import lcm
 from typing import Final
 
+from loyalty_stream.engine.rounding import exponent_of, power_of_ten
 from loyalty_stream.engine.state import ZERO
 from loyalty_stream.events.activities import LineItem, TransactionPayload
 from loyalty_stream.program.rules import LineItemOptions
@@ -86,21 +87,31 @@ def distribute(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> 
     if units_dec != units_dec.to_integral_value():
         raise ValueError(f"{total} is not a multiple of {quantum}")
     units = int(units_dec)
+    # Shares are `quantum * n` (what `Decimal(n) * quantum` is, without constructing a Decimal per share).
+    if len(weights) == 1:
+        return [quantum * units]  # one weight takes every unit, whatever its value
     ints = _scaled_ints(weights)
     if not any(ints):
         ints = [1] * len(weights)
-    whole = sum(ints)
-    floors = [units * w // whole for w in ints]
-    leftover = units - sum(floors)
+    whole = 0
+    for weight in ints:
+        whole += weight
+    floors: list[int] = []
+    remainders: list[tuple[int, int]] = []  # (-remainder, position): sorted, the order leftover quanta go in
+    leftover = units
+    for position, weight in enumerate(ints):
+        scaled = units * weight
+        share = scaled // whole
+        floors.append(share)
+        remainders.append((-(scaled % whole), position))
+        leftover -= share
     if leftover:
-        order = sorted(range(len(ints)), key=lambda i: (-(units * ints[i] % whole), i))
-        for position in range(leftover):
-            floors[order[position % len(order)]] += 1
-    return [Decimal(f) * quantum for f in floors]
+        remainders.sort()
+        for given in range(leftover):
+            floors[remainders[given % len(remainders)][1]] += 1
+    return [quantum * share for share in floors]
 
 
 def quantum_of(value: Decimal, finest: Decimal = Decimal("0.0001")) -> Decimal:
     """A quantum fine enough to split `value` exactly: its own last place, or `finest` if coarser."""
-    exponent = int(value.as_tuple().exponent)
-    own = Decimal(1).scaleb(min(exponent, 0))
-    return min(own, finest)
+    return min(power_of_ten(min(exponent_of(value), 0)), finest)

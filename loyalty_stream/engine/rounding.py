@@ -62,6 +62,29 @@ def quantum(decimals: int) -> Decimal:
     return _QUANTA[decimals]
 
 
+_POWERS: Final = {exponent: Decimal(1).scaleb(exponent) for exponent in range(-30, 1)}
+_PROBES: Final = tuple((exponent, Decimal(1).scaleb(exponent)) for exponent in (-2, 0, -1, -3))
+"""The usual exponents of points (2 decimals, whole points, 1 or 3 decimals), most frequent first."""
+CENTS: Final = Decimal("0.01")
+
+
+def exponent_of(value: Decimal) -> int:
+    """`value.as_tuple().exponent`, tried first against the usual exponents: `same_quantum` is a plain C test,
+    while `as_tuple` builds a digit tuple and a named tuple (several times slower)."""
+    for usual, probe in _PROBES:
+        if value.same_quantum(probe):
+            return usual
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)
+    return exponent
+
+
+def power_of_ten(exponent: int) -> Decimal:
+    """`Decimal(1).scaleb(exponent)`, the usual ones made once."""
+    power = _POWERS.get(exponent)
+    return power if power is not None else Decimal(1).scaleb(exponent)
+
+
 def round_points(
     value: Decimal, decimals: int = 3, strategy: RoundingStrategy = RoundingStrategy.HALF_UP
 ) -> Decimal:

@@ -9,8 +9,8 @@ from hashlib import blake2b
 import pytest
 
 from loyalty_stream.engine.contracts import trusted
-from loyalty_stream.engine.effects import _exponent
 from loyalty_stream.engine.ids import derive_id
+from loyalty_stream.engine.rounding import exponent_of as _exponent
 from loyalty_stream.events.outputs import Channel, LedgerKind, Notification
 
 
