@@ -327,7 +327,7 @@ class acting_as:  # a function in use (`with acting_as(fx, activity):`); a class
         self.fx.restore(self.real)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Conversion:
     """What a DelayedAccrual rule set evaluates: the promised points that became current at `due_at`.
 
@@ -341,6 +341,16 @@ class Conversion:
     points: Decimal
     lot_ids: tuple[str, ...]
     bill_numbers: tuple[str, ...]
+
+    def __init__(self, activity: act.DelayedAccrual, due_at: datetime, points: Decimal, lot_ids: tuple[str, ...],
+                 bill_numbers: tuple[str, ...]) -> None:
+        # Written out (hence not frozen): under mypyc an explicit __init__ is compiled, the dataclass-generated
+        # one runs interpreted (a frozen one through `object.__setattr__` per field).
+        self.activity = activity
+        self.due_at = due_at
+        self.points = points
+        self.lot_ids = lot_ids
+        self.bill_numbers = bill_numbers
 
 
 def _convert_action(fx: Effects, action: ConvertAction, rule: Rule, context: Any, index: int) -> None:
