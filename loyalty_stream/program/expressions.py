@@ -680,6 +680,20 @@ class _Compiler:
 
             return Typed(BOOL, member_const)
 
+        if left.const and isinstance(left.value, str):
+            text = left.value
+
+            def member_text(env: Env) -> bool:
+                """`member` for a literal text (`"fuel" in transaction.categories`): `_eq` holds only for an
+                item of the same text (nothing but a text equals one), which is what `in` tests, with no
+                Python call per item."""
+                items = rf(env)
+                if not isinstance(items, list | tuple):
+                    raise EvalError(f"not a list: {items!r}")
+                return (text in items) != negate
+
+            return Typed(BOOL, member_text)
+
         def member(env: Env) -> bool:
             items = rf(env)
             if not isinstance(items, list | tuple):

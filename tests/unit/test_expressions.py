@@ -365,3 +365,17 @@ def test_other_activities() -> None:
 def test_literal_only_conditions_compile_to_constants() -> None:
     assert compile_condition("true", "TransactionAdd").holds(None) is True  # type: ignore[arg-type]
     assert compile_condition("not true", "TransactionAdd").holds(None) is False  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("items", [
+    ["1", "x"], ["X", "y"], [1, Decimal(1), True, None, ["x"], {"x": 1}], ["x"], [], ("a", "x"), "x", 5,
+])
+@pytest.mark.parametrize("negate", [False, True])
+def test_a_literal_text_is_looked_for_as_the_plain_membership_does(items: Any, negate: bool) -> None:
+    """`"x" in <list>` has its own fast path: it holds exactly when the general one (a text that is not a
+    literal) does."""
+    state = customer(tags=items, needle="x")
+    op = "not in" if negate else "in"
+    general = holds(f"customer.custom_fields.needle {op} customer.custom_fields.tags", state=state)
+    assert holds(f'"x" {op} customer.custom_fields.tags', state=state) is general
+    assert general is (isinstance(items, list | tuple) and ("x" in items) != negate)
