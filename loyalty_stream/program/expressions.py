@@ -32,6 +32,7 @@ division by zero or a malformed argument make the whole condition *not hold* rat
 from __future__ import annotations
 
 import difflib
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -658,6 +659,9 @@ class _Compiler:
                 raise ExpressionError(f"{op!r} compares numbers or strings, got {typed.type}", side.column)
         order = _ORDERING[op]
         if left.type == NUMBER and right.type == NUMBER:
+            if right.const:  # (`amount >= 1000`: the literal bound, not read through a call per evaluation)
+                limit = right.value
+                return Typed(BOOL, lambda env: order(lf(env), limit))
             return Typed(BOOL, lambda env: order(lf(env), rf(env)))
         return Typed(BOOL, lambda env: _ordered(order, lf(env), rf(env)))
 
@@ -731,10 +735,12 @@ _ARITHMETIC: dict[str, Callable[[Decimal, Decimal], Decimal]] = {
     "%": _mod,
 }
 _ORDERING: dict[str, Callable[[Any, Any], bool]] = {
-    "<": lambda a, b: bool(a < b),
-    "<=": lambda a, b: bool(a <= b),
-    ">": lambda a, b: bool(a > b),
-    ">=": lambda a, b: bool(a >= b),
+    # The operator module's functions (no Python frame per comparison): they only ever order numbers with
+    # numbers and texts with texts (`_ordered` checks the kinds of `any` values), which give a bool.
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 
 

@@ -379,3 +379,13 @@ def test_a_literal_text_is_looked_for_as_the_plain_membership_does(items: Any, n
     general = holds(f"customer.custom_fields.needle {op} customer.custom_fields.tags", state=state)
     assert holds(f'"x" {op} customer.custom_fields.tags', state=state) is general
     assert general is (isinstance(items, list | tuple) and ("x" in items) != negate)
+
+
+@pytest.mark.parametrize("op", ["<", "<=", ">", ">="])
+@pytest.mark.parametrize("limit", ["250", "250.50", "250.5", "251", "0"])
+def test_a_number_ordered_against_a_literal_as_against_any_value(op: str, limit: str) -> None:
+    """`amount >= 1000` binds the literal (its own path): the same result as a number read per evaluation."""
+    general = holds(f"transaction.amount {op} transaction.custom_fields.limit",
+                    act=TX.model_copy(update={"payload": TX.payload.model_copy(
+                        update={"custom_fields": {"limit": Decimal(limit)}})}))
+    assert holds(f"transaction.amount {op} {limit}") is general
