@@ -8,9 +8,11 @@ Sections (see `bench/broker_bench.py` and `bench/engine_bench.py` for what each 
 
 * baseline    raw aiokafka consume -> orjson -> produce 2, same records and topic layout: the ceiling
 * end_to_end  the real worker (Redis due index on), pre-produced records, first processed -> last output
-* engine_process  the same with the worker's engine in a process of its own (`Settings.engine_process`)
-* ratio       end_to_end (and engine_process) / baseline, from this run
-* latency     publish -> balance change at a steady offered rate (1,000/s), worker in a child process;
+* engine_processes  the same with the worker's engine in 1 and in 2 processes of its own
+              (`Settings.engine_processes`; `--engine-processes` sets the counts)
+* ratio       end_to_end (and each engine_processes run) / baseline, from this run
+* latency     publish -> balance change at a steady offered rate (1,000/s), worker in a child process
+              (and again with the most engine processes of `--engine-processes`);
               `latency_at_250`: the same at 250/s, below the worker's capacity today
 * broker      what one fetch costs the broker as a partition's history grows (the embedded broker's fetch
               lists every stored batch of the partition: why the latency p99 climbs over a run)
@@ -42,7 +44,7 @@ from loyalty_stream.settings import Settings
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGETS = {"end_to_end_per_s": 10_000, "ratio": 0.3, "ratio_stretch": 0.5, "latency_p99_ms": 50.0,
            "engine_per_s": 50_000, "replay_per_s": 50_000}
-SECTIONS = ("baseline", "end_to_end", "engine_process", "latency", "broker", "engine", "replay", "memory")
+SECTIONS = ("baseline", "end_to_end", "engine_processes", "latency", "broker", "engine", "replay", "memory")
 
 
 def machine() -> dict[str, Any]:
@@ -63,18 +65,18 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
             if args.verify:
                 print("end to end: checking the outputs ...", flush=True)
                 results["end_to_end_check"] = await broker_bench.verify(run)
-        if "engine_process" not in args.skip:
-            print("end to end: the worker with its engine process ...", flush=True)
+        for count in ([] if "engine_processes" in args.skip else args.engine_processes):
+            print(f"end to end: the worker with {count} engine process(es) ...", flush=True)
             run = await broker_bench.end_to_end(cluster, records, registry, keep_states=args.verify,
-                                                engine_process=True)
-            results["end_to_end_engine_process"] = run.figures
+                                                engine_processes=count)
+            results[f"end_to_end_engine_processes_{count}"] = run.figures
             if args.verify:
                 print("end to end: checking the outputs ...", flush=True)
-                results["end_to_end_engine_process_check"] = await broker_bench.verify(run)
+                results[f"end_to_end_engine_processes_{count}_check"] = await broker_bench.verify(run)
         if "baseline" in results:
             ratio = {}
-            for name in ("end_to_end", "end_to_end_engine_process"):
-                if name in results:
+            for name in [name for name in results if name.startswith("end_to_end") and "check" not in name]:
+                if "activities_per_s" in results[name]:
                     ratio[f"{name}_over_baseline"] = round(
                         results[name]["activities_per_s"] / results["baseline"]["activities_per_s"], 3)
             if ratio:
@@ -83,6 +85,11 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
             print(f"latency: {args.latency_rate}/s for {args.latency_seconds:g} s ...", flush=True)
             results["latency"] = await broker_bench.latency(
                 cluster, rate=args.latency_rate, seconds=args.latency_seconds)
+            if args.engine_processes and "engine_processes" not in args.skip:
+                count = max(args.engine_processes)
+                print(f"latency: {args.latency_rate}/s, {count} engine processes ...", flush=True)
+                results[f"latency_engine_processes_{count}"] = await broker_bench.latency(
+                    cluster, rate=args.latency_rate, seconds=args.latency_seconds, engine_processes=count)
             for rate in args.also_latency_at:  # below the worker's capacity: what the path itself costs
                 print(f"latency: {rate}/s for {args.latency_seconds / 2:g} s ...", flush=True)
                 results[f"latency_at_{rate}"] = await broker_bench.latency(
@@ -125,14 +132,16 @@ def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, 
 
 def verdicts(results: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if "end_to_end" in results:
-        rate = results["end_to_end"]["activities_per_s"]
-        out["end_to_end_per_s"] = {"target": TARGETS["end_to_end_per_s"], "got": rate,
-                                   "met": rate >= TARGETS["end_to_end_per_s"]}
-    if "end_to_end_over_baseline" in results.get("ratio", {}):
-        ratio = results["ratio"]["end_to_end_over_baseline"]
-        out["ratio"] = {"target": TARGETS["ratio"], "stretch": TARGETS["ratio_stretch"], "got": ratio,
-                        "met": ratio >= TARGETS["ratio"]}
+    runs = {name: figures["activities_per_s"] for name, figures in results.items()
+            if name.startswith("end_to_end") and isinstance(figures, dict) and "activities_per_s" in figures}
+    if runs:  # one worker, in its best configuration of this run (engine processes or not)
+        best = max(runs, key=runs.__getitem__)
+        out["end_to_end_per_s"] = {"target": TARGETS["end_to_end_per_s"], "got": runs[best], "with": best,
+                                   "met": runs[best] >= TARGETS["end_to_end_per_s"]}
+        ratio = results.get("ratio", {}).get(f"{best}_over_baseline")
+        if ratio is not None:
+            out["ratio"] = {"target": TARGETS["ratio"], "stretch": TARGETS["ratio_stretch"], "got": ratio,
+                            "with": best, "met": ratio >= TARGETS["ratio"]}
     if "latency" in results:
         p99 = results["latency"]["p99_ms"]
         out["latency_p99_ms"] = {"target": TARGETS["latency_p99_ms"], "got": p99,
@@ -183,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help=f"comma-separated sections to skip: {', '.join(SECTIONS)}")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip reading back the worker's outputs to check them")
+    parser.add_argument("--engine-processes", default="1,2",
+                        help="engine process counts of the engine_processes section (comma-separated)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.skip = {part.strip() for part in args.skip.split(",") if part.strip()}
     args.also_latency_at = [int(part) for part in args.also_latency_at.split(",") if part.strip()]
+    args.engine_processes = [int(part) for part in args.engine_processes.split(",") if part.strip()]
     unknown = args.skip - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")

@@ -240,20 +240,20 @@ class EndToEnd:
 
 async def end_to_end(cluster: Cluster, records: Sequence[Record], registry: ProgramRegistry, *,
                      timeout: float = 600.0, data_dir: Any = None, keep_states: bool = False,
-                     engine_process: bool = False) -> EndToEnd:
+                     engine_processes: int = 0) -> EndToEnd:
     """Pre-produce `records`, start the worker, time from the first record processed to the last output.
-    `engine_process`: the worker with its engine in a process of its own (`Settings.engine_process`).
+    `engine_processes`: the worker with its engine in that many processes of its own (`Settings.engine_processes`).
 
     The garbage collector is set up as `loyalty-stream worker` sets it up (`runtime.tune_gc`)."""
     with worker_gc():
-        return await _end_to_end(cluster, records, registry, timeout, data_dir, keep_states, engine_process)
+        return await _end_to_end(cluster, records, registry, timeout, data_dir, keep_states, engine_processes)
 
 
 async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: ProgramRegistry, timeout: float,
-                      data_dir: Any, keep_states: bool, engine_process: bool) -> EndToEnd:
+                      data_dir: Any, keep_states: bool, engine_processes: int) -> EndToEnd:
     from loyalty_stream.stream.runtime import running_worker
 
-    settings = cluster.settings(data_dir=data_dir, engine_process=engine_process)
+    settings = cluster.settings(data_dir=data_dir, engine_processes=engine_processes)
     await create_catalogue(settings)
     prefix = settings.topic_prefix
     produced = await produce_all(cluster.bootstrap, workload.messages(records, prefix))
@@ -270,8 +270,8 @@ async def _end_to_end(cluster: Cluster, records: Sequence[Record], registry: Pro
             def done() -> int:  # records whose outputs and state are on the broker and that are acked
                 return int(getattr(worker, "completed_count", worker.processed_count))
 
-            pids = {"worker": os.getpid(), "engine_process": worker.engine.pid if worker.engine else None,
-                    "broker": cluster.broker_pid}
+            pids = {"worker": os.getpid(), "broker": cluster.broker_pid,
+                    **{f"engine_{n}": pid for n, pid in enumerate(worker.engine.pids if worker.engine else [])}}
             cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
             while done() < total:
                 if time.monotonic() > deadline:
@@ -368,7 +368,8 @@ async def verify(run: EndToEnd) -> Figures:
 # Latency at a steady rate
 # ---------------------------------------------------------------------------------------------------------
 async def _serve_worker(settings_json: str) -> None:
-    """Child process of :func:`latency`: run the worker, say "ready", stop when stdin closes."""
+    """Child process of :func:`latency`: run the worker, say "ready" and its engine processes' pids, stop when
+    stdin closes."""
     import logging
 
     from loyalty_stream.stream.runtime import running_worker, tune_gc
@@ -378,8 +379,8 @@ async def _serve_worker(settings_json: str) -> None:
     redis = Redis.from_url(settings.redis_url)
     tune_gc(paced=settings.gc_interval > 0)
     try:
-        async with running_worker(settings, workload.load_registry(), redis=redis, clock=frozen_clock):
-            print("ready", flush=True)
+        async with running_worker(settings, workload.load_registry(), redis=redis, clock=frozen_clock) as worker:
+            print("ready", *(worker.engine.pids if worker.engine else []), flush=True)
             await asyncio.to_thread(sys.stdin.read)
     finally:
         await redis.aclose()
@@ -409,13 +410,14 @@ def _percentile(sorted_values: Sequence[float], share: float) -> float | None:
 
 
 async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, warmup: float = 3.0,
-                  customers: int = 20_000, seed: int = 11, worker_command: Sequence[str] | None = None
-                  ) -> Figures:
-    """p50/p95/p99 publish -> balance-change at `rate` activities/s for `seconds` (after `warmup`).
+                  customers: int = 20_000, seed: int = 11, worker_command: Sequence[str] | None = None,
+                  engine_processes: int = 0) -> Figures:
+    """p50/p95/p99 publish -> balance-change at `rate` activities/s for `seconds` (after `warmup`), the
+    worker with `engine_processes` (`Settings.engine_processes`).
 
     `worker_command` replaces the child that serves the worker (it gets the settings JSON as its last
     argument and must print "ready", then run until its stdin closes), e.g. to measure another version."""
-    settings = cluster.settings()
+    settings = cluster.settings(engine_processes=engine_processes)
     await create_catalogue(settings)
     prefix = settings.topic_prefix
     total = int(rate * (seconds + warmup))
@@ -436,7 +438,8 @@ async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, 
     sent: dict[str, float] = {}
     arrived: dict[str, float] = {}
     try:
-        if (await asyncio.wait_for(child.stdout.readline(), 120)).strip() != b"ready":
+        ready = (await asyncio.wait_for(child.stdout.readline(), 120)).split()
+        if ready[:1] != [b"ready"]:
             raise RuntimeError("latency: the worker did not start")
         await consumer.start()
         await producer.start()
@@ -456,7 +459,8 @@ async def latency(cluster: Cluster, *, rate: int = 1000, seconds: float = 20.0, 
                         arrived.setdefault(cause, now)
 
         collector = asyncio.create_task(collect())
-        pids = {"worker": child.pid, "broker": cluster.broker_pid, "load_generator": os.getpid()}
+        pids = {"worker": child.pid, "broker": cluster.broker_pid, "load_generator": os.getpid(),
+                **{f"engine_{n}": int(pid) for n, pid in enumerate(ready[1:])}}
         cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
         started = time.perf_counter()
         index = 0

@@ -106,12 +106,11 @@ class Settings(BaseSettings):
         "48% of activities and made the worker end to end ~25% faster than 1024 (which hit 10% and was no "
         "faster than no cache: each miss decoded one state and freed another). 0: decode every time.",
     )
-    engine_process: bool = Field(
-        default=False,
-        description="Run decode -> engine -> encode in a process of its own beside the worker's (the worker keeps "
-        "Kafka, the table and every guarantee; `stream.engine_process`), so a worker uses two cores: one for "
-        "the rules, one for I/O. On the benchmark's 2-core machine, with the broker on the same cores, it "
-        "raised end to end throughput by about a third. Off: one process, one core.",
+    engine_processes: int = Field(
+        default=0, ge=0,
+        description="Processes that run decode -> engine -> encode beside the worker's own, which keeps Kafka, "
+        "the table and every guarantee (`stream.engine_process`); customers are split between them. 0: all in "
+        "the worker's process, on one core. A worker then uses up to this many cores for its rules.",
     )
     gc_interval: float = Field(
         default=600.0, ge=0,

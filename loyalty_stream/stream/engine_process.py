@@ -2,25 +2,25 @@
 
 A worker spends most of its time in decode -> engine -> encode (`ActivityProcessor`) and the rest in Kafka
 I/O, Faust and the event loop, all under one GIL: one core at most. With the engine process, the worker's
-process keeps the I/O, the table and every guarantee of `stream.worker`, and hands each batch of records to
+process keeps the I/O, the table and every guarantee of `stream.worker`, and submits each batch of records to
 this process, which runs the same `ActivityProcessor` and answers with what the worker's own loop would have
 produced: per record the customer, the state key, the new state's bytes and the output records, plus the
-batch's due-index notes. While the engine works on one batch, the worker completes the previous one (outputs,
-changelog, acks) and its consumer fetches the next.
+batch's due-index notes. The worker takes in one batch's results (outputs, changelog, acks: `stream.worker`)
+while the engine runs the next.
 
-One batch at a time, in order, so the protocol needs no ids (a pickled message each way on a pipe):
+Pickled messages on a socket pair, in order on each side, so they need no ids:
 
-1. worker -> engine: (programs added to the registry since the last batch, as JSON, and the records);
-2. engine -> worker: the state keys of the batch's customers (it decoded the records to know them);
-3. worker -> engine: the stored state of each key, read as the worker reads it (its pending states, then the
-   table), after the previous batch's states were taken in;
-4. engine -> worker: the results, in record order, and the due notes.
+* worker -> engine: `batch` (epoch, programs added to the registry since the last batch as JSON, records);
+  `states` (how many batches the worker has taken in, the stored state of each key asked for);
+* engine -> worker: `keys` (the state keys of a batch's customers: it decoded the records to know them);
+  `results` (in record order, and the due notes).
 
-The engine process holds no state of its own that matters: its state cache is used only when the bytes the
-worker sends are exactly the bytes it encoded (`ActivityProcessor`), so a rebalance, a batch the worker
-dropped, or a restored changelog cannot make it compute from a state the table does not hold. If the engine
-process dies, the batch fails and the worker crashes: nothing of that batch was acked, so it is processed
-again, with the same output ids, after the restart.
+The worker answers `keys` at once, from its pending states and its table. That answer may be older than the
+engine's own result for a customer of a batch the worker is still taking in; `Engine` lays its own newer
+states over it (see there). Its state cache is used only when the bytes it is given are exactly the bytes it
+encoded (`ActivityProcessor`), so a rebalance, a batch the worker dropped or a restored changelog never make
+it compute from a state the table does not hold. If the engine process dies, the worker crashes: nothing of
+the batches in flight was acked, so they are processed again, with the same output ids, after the restart.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
+
+import orjson
 
 from loyalty_stream.engine.state import CustomerState
 from loyalty_stream.program.loader import ProgramRegistry, parse_program
@@ -60,94 +62,100 @@ Load = Callable[[bytes], bytes | None]
 """Reads a stored customer state by key, as the worker holds it when the engine asks."""
 Done = Callable[[Any, list[Result], dict[str, Due]], Awaitable[None]]
 """Takes in one batch's results: (what `submit` was given for it, results, due notes)."""
+Failed = Callable[[BaseException], Awaitable[None]]
+"""Told once when an engine process is gone or a batch could not be taken in: nothing more will be."""
 
 _HEADER = struct.Struct("!Q")
+_BUFFER = 8 * 2**20  # the kernel caps it (net.core.wmem_max)
 
 
-class EngineProcess:
-    """The worker's side: starts the process, submits batches (`submit`), answers the engine's requests for
-    stored states at once (`load`), and hands each batch's results to `done`, in order, from a task of its
-    own. At most `depth` batches are submitted and not yet done."""
+class EngineProcesses:
+    """The worker's side: starts `count` engine processes, submits batches (`submit`) split between them by
+    customer, answers their requests for stored states at once (`load`), and hands each batch's results to
+    `done`, whole and in record order, from a task of its own. At most `depth` batches are submitted and not
+    yet done.
 
-    def __init__(self, registry: ProgramRegistry, load: Load, done: Done, *, state_cache: int, due_notes: bool,
-                 gc_interval: float, depth: int = 2) -> None:
+    A customer's records always go to the same engine (by the record's key, which the processor requires to
+    be the customer id, or for a record without a key by the customer id in its JSON): an engine's own states
+    (`Engine`) are then the latest of their customers, and two engines never work on one customer."""
+
+    def __init__(self, registry: ProgramRegistry, load: Load, done: Done, failed: Failed, *, count: int,
+                 state_cache: int, due_notes: bool, gc_interval: float, depth: int = 2) -> None:
+        if count < 1:
+            raise ValueError("at least one engine process")
         self.registry = registry
         self._load = load
         self._done = done
-        parent, child = socket.socketpair()
-        context = multiprocessing.get_context("spawn")  # the worker has threads (Faust's consumer): no fork
-        self._process = context.Process(target=serve, args=(child, state_cache, due_notes, gc_interval),
-                                        name="loyalty-engine", daemon=True)
-        self._process.start()
-        child.close()
-        self._socket = parent
-        self._writer: asyncio.StreamWriter | None = None
+        self._failed = failed
+        self._engines = [_EngineLink(state_cache, due_notes, gc_interval) for _ in range(count)]
         self._tasks: list[asyncio.Task[None]] = []
-        self._contexts: deque[Any] = deque()  # of the submitted batches not yet done, oldest first
-        self._results: asyncio.Queue[tuple[list[Result], dict[str, Due]]] = asyncio.Queue()
+        self._batches: deque[tuple[Any, list[list[int]]]] = deque()  # (context, record indexes per engine)
         self._slots = asyncio.Semaphore(depth)
         self._idle = asyncio.Event()
         self._idle.set()
-        self._submitted = 0
-        self._done_count = 0  # batches taken in: the engine's own states of older batches are in `load`'s now
-        self._sent = 0  # registry revision the engine has
+        self._sent = 0  # registry revision the engines have
         self.failure: BaseException | None = None
         self._closed = False
 
     @property
-    def pid(self) -> int | None:
-        return self._process.pid
+    def pids(self) -> list[int | None]:
+        return [engine.process.pid for engine in self._engines]
+
+    def _engine_of(self, key: bytes | None, value: bytes | None) -> int:
+        count = len(self._engines)
+        if count == 1:
+            return 0
+        if key is None:  # the customer in the JSON; a record without one is dead-lettered before any state
+            try:
+                key = str(orjson.loads(value or b"null").get("customer_id")).encode()
+            except (orjson.JSONDecodeError, AttributeError):
+                return 0
+        return hash(key) % count
 
     async def submit(self, epoch: int, context: Any, records: list[Record]) -> None:
-        """Send one batch (waits while `depth` batches are in the engine); its results go to `done` with
+        """Send one batch (waits while `depth` batches are in the engines); its results go to `done` with
         `context`. `epoch` changes when what `load` gives may no longer follow from the earlier batches
-        (a rebalance). Raises EngineProcessError if the engine failed."""
+        (a rebalance). Raises EngineProcessError if an engine failed."""
         await self._slots.acquire()
         if self.failure is not None or self._closed:
             self._slots.release()
-            raise EngineProcessError(f"the engine process failed: {self.failure!r}")
-        if self._writer is None:
-            reader, self._writer = await asyncio.open_connection(sock=self._socket, limit=2**20)
-            self._tasks = [asyncio.create_task(self._read(reader, self._writer), name="engine-process-reader"),
+            raise self.failure or EngineProcessError("the engine processes are closed")
+        if not self._tasks:
+            for index, engine in enumerate(self._engines):
+                await engine.connect(self._load, self._fail, index)
+            self._tasks = [*(engine.reader for engine in self._engines if engine.reader is not None),
                            asyncio.create_task(self._take_in(), name="engine-process-results")]
         programs = [p.model_dump(mode="json", by_alias=True) for p in self.registry.added_since(self._sent)]
         self._sent = self.registry.revision
-        self._contexts.append(context)
-        self._submitted += 1
+        parts: list[list[int]] = [[] for _ in self._engines]
+        engine_of = self._engine_of
+        for index, record in enumerate(records):
+            parts[engine_of(record[3], record[4])].append(index)
+        self._batches.append((context, parts))
         self._idle.clear()
-        self._write(self._writer, ("batch", (epoch, programs, records)))
-
-    @staticmethod
-    def _write(writer: asyncio.StreamWriter, message: Any) -> None:
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        writer.write(_HEADER.pack(len(payload)))
-        writer.write(payload)
-
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """The engine's messages, in order: state requests are answered here, results queued for `_take_in`."""
-        try:
-            while True:
-                size = _HEADER.unpack(await reader.readexactly(_HEADER.size))[0]
-                kind, body = pickle.loads(await reader.readexactly(size))
-                if kind == "keys":
-                    load = self._load
-                    self._write(writer, ("states", (self._done_count, [load(key) for key in body])))
-                else:
-                    self._results.put_nowait(body)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # the engine is gone (EOF)
-            self._fail(exc)
+        for engine, part in zip(self._engines, parts, strict=True):  # every engine gets every batch, maybe empty
+            engine.send(("batch", (epoch, programs, [records[index] for index in part])))
 
     async def _take_in(self) -> None:
         try:
             while True:
-                results, dues = await self._results.get()
-                context = self._contexts.popleft()
+                parts = [await engine.results.get() for engine in self._engines]
+                context, indexes = self._batches.popleft()
+                if len(parts) == 1:
+                    results, dues = parts[0]
+                else:
+                    merged: list[Result | None] = [None] * sum(len(part) for part in indexes)
+                    dues = {}
+                    for (part_results, part_dues), part in zip(parts, indexes, strict=True):
+                        for index, result in zip(part, part_results, strict=True):
+                            merged[index] = result
+                        dues.update(part_dues)
+                    results = cast(list[Result], merged)
                 await self._done(context, results, dues)
-                self._done_count += 1
+                for engine in self._engines:
+                    engine.done += 1
                 self._slots.release()
-                if not self._contexts:
+                if not self._batches:
                     self._idle.set()
         except asyncio.CancelledError:
             raise
@@ -156,33 +164,86 @@ class EngineProcess:
 
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
-            self.failure = exc
+            codes = [engine.process.exitcode for engine in self._engines]
+            self.failure = EngineProcessError(f"an engine process failed: {exc!r} (exit codes {codes})")
+            self.failure.__cause__ = exc
             if not self._closed:
-                log.error("engine process: %r (exit code %s)", exc, self._process.exitcode)
-        self._contexts.clear()
+                log.error("%s", self.failure)
+                self._tasks.append(asyncio.ensure_future(self._failed(self.failure)))
+        self._batches.clear()
         self._idle.set()
         self._slots.release()  # wakes a waiting `submit`, which raises and wakes the next one
 
     async def idle(self) -> None:
-        """Wait until every submitted batch's results were taken in (or the engine failed)."""
+        """Wait until every submitted batch's results were taken in (or an engine failed)."""
         await self._idle.wait()
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Stop the process (after `idle`, for the batches in hand to finish)."""
+        """Stop the processes (after `idle`, for the batches in hand to finish)."""
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._writer.close()
-        else:
-            self._socket.close()
+        for engine in self._engines:
+            engine.close()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await asyncio.to_thread(self._process.join, timeout)
-        if self._process.is_alive():
-            self._process.terminate()
+        for engine in self._engines:
+            await asyncio.to_thread(engine.process.join, timeout)
+            if engine.process.is_alive():
+                engine.process.terminate()
+
+
+class _EngineLink:
+    """One engine process and the worker's end of its socket: answers its state requests, queues its results."""
+
+    def __init__(self, state_cache: int, due_notes: bool, gc_interval: float) -> None:
+        parent, child = socket.socketpair()
+        for end in (parent, child):  # room for a batch's results, so the engine seldom waits for the worker
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _BUFFER)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _BUFFER)
+        context = multiprocessing.get_context("spawn")  # the worker has threads (Faust's consumer): no fork
+        self.process = context.Process(target=serve, args=(child, state_cache, due_notes, gc_interval),
+                                       name="loyalty-engine", daemon=True)
+        self.process.start()
+        child.close()
+        self.socket = parent
+        self.writer: asyncio.StreamWriter | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.results: asyncio.Queue[tuple[list[Result], dict[str, Due]]] = asyncio.Queue()
+        self.done = 0  # batches the worker took in: the engine's own states of those are in `load`'s answers
+
+    async def connect(self, load: Load, fail: Callable[[BaseException], None], index: int) -> None:
+        reader, self.writer = await asyncio.open_connection(sock=self.socket, limit=2**20)
+        self.reader = asyncio.create_task(self._read(reader, load, fail), name=f"engine-process-{index}")
+
+    def send(self, message: Any) -> None:
+        assert self.writer is not None
+        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        self.writer.write(_HEADER.pack(len(payload)))
+        self.writer.write(payload)
+
+    async def _read(self, reader: asyncio.StreamReader, load: Load, fail: Callable[[BaseException], None]) -> None:
+        """The engine's messages, in order: state requests are answered here, results queued."""
+        try:
+            while True:
+                size = _HEADER.unpack(await reader.readexactly(_HEADER.size))[0]
+                kind, body = pickle.loads(await reader.readexactly(size))
+                if kind == "keys":
+                    self.send(("states", (self.done, [load(key) for key in body])))
+                else:
+                    self.results.put_nowait(body)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the engine is gone (EOF)
+            fail(exc)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        else:
+            self.socket.close()
 
 
 class _Channel:

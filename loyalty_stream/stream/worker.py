@@ -63,7 +63,7 @@ from loyalty_stream.scheduler import Scheduler
 from loyalty_stream.settings import Settings
 from loyalty_stream.stream.catalogue import Catalogue, load_catalogue
 from loyalty_stream.stream.due_recorder import Due, DueRecorder
-from loyalty_stream.stream.engine_process import EngineProcess, EngineProcessError, Record, Result
+from loyalty_stream.stream.engine_process import EngineProcessError, EngineProcesses, Record, Result
 from loyalty_stream.stream.faust_settings import faust_config
 from loyalty_stream.stream.processor import TOPIC_ACTIVITIES, ActivityProcessor, Processed, decode_state
 from loyalty_stream.stream.program_feed import ProgramFeed
@@ -164,9 +164,9 @@ class LoyaltyWorker:
         self.catalogue = catalogue or load_catalogue(settings.catalogue_path, partitions=settings.partitions)
         self.processor = ActivityProcessor(registry, state_cache=settings.state_cache)
         self.after_process = after_process
-        if after_process is not None and settings.engine_process:
+        if after_process is not None and settings.engine_processes:
             raise ValueError("after_process sees the engine's outcome: it needs the engine in this process "
-                             "(Settings.engine_process off)")
+                             "(Settings.engine_processes 0)")
         self.clock = clock
         #: Records the engine has processed / whose outputs, state and ack are done; monotonic timestamps.
         self.processed_count = 0
@@ -231,10 +231,12 @@ class LoyaltyWorker:
             app.task(self._run_scheduler)
             app.task(self._rebuild_due_index)
             self._scheduler_interval = scheduler_interval
-        self.engine: EngineProcess | None = None
-        if settings.engine_process:
-            self.engine = EngineProcess(registry, self._stored, self._take_in, state_cache=settings.state_cache,
-                                        due_notes=self.due is not None, gc_interval=settings.gc_interval)
+        self.engine: EngineProcesses | None = None
+        if settings.engine_processes:
+            self.engine = EngineProcesses(registry, self._stored, self._take_in, self._engine_failed,
+                                          count=settings.engine_processes,
+                                          state_cache=settings.state_cache, due_notes=self.due is not None,
+                                          gc_interval=settings.gc_interval)
 
     # Hot path ----------------------------------------------------------------------------------------------
     def _batches(self) -> asyncio.Queue[_Batch]:
@@ -259,9 +261,7 @@ class LoyaltyWorker:
             try:
                 await self.engine.submit(epoch, (epoch, messages), records)  # taken in by `_take_in`
             except EngineProcessError as exc:
-                if self._accepting:  # nothing of the batch is acked: processed again after the restart
-                    log.error("the engine process failed; crashing so that unacked records are delivered again")
-                    await self.app.crash(exc)
+                await self._engine_failed(exc)
             return
         process = self.processor.process
         logical_of = self.logical_of
@@ -317,6 +317,11 @@ class LoyaltyWorker:
             return  # revoked meanwhile: not acked, so fetched and processed again (same output ids)
         self._pending.update((key, value) for key, (value, _) in local.items())
         await self._batches().put(_Batch(epoch, outputs, local, messages))
+
+    async def _engine_failed(self, exc: BaseException) -> None:
+        if self._accepting and self.app.crash_reason is None:  # nothing in flight is acked: delivered again
+            log.error("an engine process failed; crashing so that unacked records are delivered again")
+            await self.app.crash(exc)
 
     def _stored(self, key: bytes) -> bytes | None:
         """A customer's state as the next batch must see it: on its way to the changelog, else in the table."""

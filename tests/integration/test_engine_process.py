@@ -2,7 +2,7 @@
 same balances and outputs as the one-process worker, and a killed engine process crashes the worker without
 losing or doubling anything once it is restarted.
 
-The program topic and the scheduler's due index with the engine process are covered where those features are
+The program topic and the scheduler's due index with an engine process are covered where those features are
 tested (`test_program_feed.py`, `test_lifecycle_stream.py`, run both ways)."""
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ from .test_worker_batches import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def settings(loyalty_settings: Settings) -> Settings:
-    return loyalty_settings.model_copy(update={"engine_process": True})
+@pytest.fixture(params=[1, 2], ids=["one-engine", "two-engines"])
+def settings(loyalty_settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """With two engines, every customer's records go to one of them (the purchases' keys are customer ids)."""
+    return loyalty_settings.model_copy(update={"engine_processes": request.param})
 
 
 async def test_the_engine_process_credits_every_purchase_once(settings: Settings,
@@ -42,7 +43,7 @@ async def test_the_engine_process_credits_every_purchase_once(settings: Settings
     records, expected, count = purchases()
     where = await published(settings, records)
     async with running_worker(settings, ProgramRegistry([PROGRAM])) as worker:
-        assert worker.engine is not None and worker.engine.pid not in (None, os.getpid())
+        assert worker.engine is not None and worker.engine.pids[0] not in (None, os.getpid())
         await wait_until_committed(settings, where, worker, expected, timeout=120)
         assert_balances(worker, expected, where)
         assert worker.completed_count == PURCHASES
@@ -56,9 +57,10 @@ async def test_a_killed_engine_process_crashes_the_worker_and_a_restart_credits_
     where = await published(settings, records)
     registry = ProgramRegistry([PROGRAM])
     async with running_worker(settings, registry) as first:
-        assert first.engine is not None and first.engine.pid is not None
+        pid = first.engine.pids[-1] if first.engine is not None else None
+        assert pid is not None
         await wait_for(lambda: first.processed_count >= PURCHASES // 4, 60, "a quarter of the purchases")
-        os.kill(first.engine.pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
         await wait_for(lambda: first.app.crash_reason is not None, 30, "the worker to crash")
         assert "engine process" in str(first.app.crash_reason)
         await asyncio.sleep(0.2)

@@ -34,7 +34,7 @@ LOCKED = program(
 async def test_scheduler_unlock_and_expiry(loyalty_settings: Settings, catalogue_topics: dict[str, str],
                                            redis_url: str, engine_process: bool) -> None:
     """With the engine process, the due notes the scheduler works from are computed there."""
-    loyalty_settings = loyalty_settings.model_copy(update={"engine_process": engine_process})
+    loyalty_settings = loyalty_settings.model_copy(update={"engine_processes": int(engine_process)})
     redis = Redis.from_url(redis_url)
     try:
         async with live_worker(loyalty_settings, DELAYED, LOCKED, redis=redis, scheduler_interval=0.5) as live:

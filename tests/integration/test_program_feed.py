@@ -27,7 +27,7 @@ async def test_new_program_version_applies_to_later_activities(loyalty_settings:
                                                                catalogue_topics: dict[str, str],
                                                                engine_process: bool) -> None:
     """With the engine process, the worker hands the new version on with the next batch."""
-    loyalty_settings = loyalty_settings.model_copy(update={"engine_process": engine_process})
+    loyalty_settings = loyalty_settings.model_copy(update={"engine_processes": int(engine_process)})
     async with live_worker(loyalty_settings, program(**_program(1, 10))) as live:
         await live.publish(activity("TransactionAdd", "t1", "pia", "2026-06-01T10:00:00Z", bill_number="B1",
                                     amount="100"))
