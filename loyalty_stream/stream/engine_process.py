@@ -1,14 +1,15 @@
-"""The rules engine in a process of its own beside the worker (`Settings.engine_process`).
+"""The rules engine in processes of their own beside the worker (`Settings.engine_processes`).
 
 A worker spends most of its time in decode -> engine -> encode (`ActivityProcessor`) and the rest in Kafka
-I/O, Faust and the event loop, all under one GIL: one core at most. With the engine process, the worker's
+I/O, Faust and the event loop, all under one GIL: one core at most. With engine processes, the worker's
 process keeps the I/O, the table and every guarantee of `stream.worker`, and submits each batch of records to
-this process, which runs the same `ActivityProcessor` and answers with what the worker's own loop would have
-produced: per record the customer, the state key, the new state's bytes and the output records, plus the
-batch's due-index notes. The worker takes in one batch's results (outputs, changelog, acks: `stream.worker`)
-while the engine runs the next.
+them (split by customer: `EngineProcesses`); each runs the same `ActivityProcessor` and answers with what the
+worker's own loop would have produced: per record the customer, the state key, the new state's bytes and
+the output records, plus the batch's due-index notes. The worker takes in one batch's results (outputs,
+changelog, acks: `stream.worker`) while the engines run the next.
 
-Pickled messages on a socket pair, in order on each side, so they need no ids:
+Pickled messages on a socket pair per engine, in order on each side, so they need no ids (every engine gets
+every batch, empty if none of its customers is in it, so all count batches alike):
 
 * worker -> engine: `batch` (epoch, programs added to the registry since the last batch as JSON, records);
   `states` (how many batches the worker has taken in, the stored state of each key asked for);
@@ -19,7 +20,7 @@ The worker answers `keys` at once, from its pending states and its table. That a
 engine's own result for a customer of a batch the worker is still taking in; `Engine` lays its own newer
 states over it (see there). Its state cache is used only when the bytes it is given are exactly the bytes it
 encoded (`ActivityProcessor`), so a rebalance, a batch the worker dropped or a restored changelog never make
-it compute from a state the table does not hold. If the engine process dies, the worker crashes: nothing of
+it compute from a state the table does not hold. If an engine process dies, the worker crashes: nothing of
 the batches in flight was acked, so they are processed again, with the same output ids, after the restart.
 """
 
@@ -67,6 +68,12 @@ Failed = Callable[[BaseException], Awaitable[None]]
 
 _HEADER = struct.Struct("!Q")
 _BUFFER = 8 * 2**20  # the kernel caps it (net.core.wmem_max)
+
+
+def _framed(message: Any) -> bytes:
+    """A message as it crosses the socket: its pickle's length, then the pickle."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
 
 
 class EngineProcesses:
@@ -220,9 +227,7 @@ class _EngineLink:
 
     def send(self, message: Any) -> None:
         assert self.writer is not None
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self.writer.write(_HEADER.pack(len(payload)))
-        self.writer.write(payload)
+        self.writer.write(_framed(message))
 
     async def _read(self, reader: asyncio.StreamReader, load: Load, fail: Callable[[BaseException], None]) -> None:
         """The engine's messages, in order: state requests are answered here, results queued."""
@@ -267,8 +272,7 @@ class _Channel:
         return buffer
 
     def send(self, message: Any) -> None:
-        payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self.sock.sendall(_HEADER.pack(len(payload)) + payload)
+        self.sock.sendall(_framed(message))
 
 
 def serve(sock: socket.socket, state_cache: int, due_notes: bool, gc_interval: float) -> None:

@@ -34,6 +34,10 @@ Why this keeps the guarantees:
   processed one after the other.
 * Bad input is dead-lettered by the processor like any other output.
 
+With `Settings.engine_processes`, step 1 runs in engine processes (`stream.engine_process`): the batch is
+submitted and `_process_batch` returns; the batch's results come back to `_take_in`, which does what the rest
+of step 1 does and goes on to steps 2 and 3 the same way, while the engines run the next batch.
+
 With Redis configured, the worker also keeps the scheduler's due index current (batched, see
 `due_recorder`: one note per changed customer per batch) and runs the scheduler loop; a Redis lock makes one
 worker of the cluster its leader.
