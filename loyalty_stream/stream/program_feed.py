@@ -39,7 +39,9 @@ def apply_program_record(registry: ProgramRegistry, key: bytes | None, value: by
     if key is not None and key.decode("utf-8", "replace") != program.id:
         return f"{source}: the key must be the program id {program.id!r}"
     current = registry.get(program.id, program.version)
-    if current is not None and current != program:
+    # Compared as data: a program's compiled expressions are closures, new at every parse, so two parses of
+    # the same program are never `==` (republishing an unchanged version is not a conflict).
+    if current is not None and current.model_dump(mode="json") != program.model_dump(mode="json"):
         return f"{source}: version {program.version} of {program.id!r} exists with other content; bump the version"
     registry.add(program)
     log.info("program %s version %s loaded from the program topic", program.id, program.version)

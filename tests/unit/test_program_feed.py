@@ -37,3 +37,11 @@ def test_invalid_programs_are_refused_and_the_registry_unchanged(default_program
     assert "timezone" in str(problems[2]) and "key" in str(problems[3]) and "bump" in str(problems[4])
     current = registry.get("default")
     assert current is not None and current.version == 1
+
+
+def test_the_same_version_published_again_unchanged_is_accepted(default_program: Program) -> None:
+    """A program loaded from its file and found again on the topic, or published twice: no conflict."""
+    registry = ProgramRegistry([default_program])
+    assert apply_program_record(registry, b"default", _bytes(default_program)) is None
+    assert apply_program_record(registry, b"default", _bytes(default_program)) is None
+    assert registry.get("default") is not None and registry.ids() == ["default"]
