@@ -54,18 +54,15 @@ _DECIMAL_MODES: Final = {
     RoundingStrategy.HALF_EVEN: ROUND_HALF_EVEN,
 }
 _NEXT_DIGIT_ONLY: Final = frozenset({RoundingStrategy.HALF_DOWN, RoundingStrategy.HALF_EVEN})
-_QUANTA: Final = tuple(Decimal(1).scaleb(-d) for d in range(5))
+_POWERS: Final = {exponent: Decimal(1).scaleb(exponent) for exponent in range(-30, 1)}
+_PROBES: Final = tuple((exponent, _POWERS[exponent]) for exponent in (-2, 0, -1, -3))
+"""The usual exponents of points (2 decimals, whole points, 1 or 3 decimals), most frequent first."""
+CENTS: Final = _POWERS[-2]
 
 
 def quantum(decimals: int) -> Decimal:
     """The smallest issuable amount at `decimals` places (1, 0.1, 0.01, 0.001)."""
-    return _QUANTA[decimals]
-
-
-_POWERS: Final = {exponent: Decimal(1).scaleb(exponent) for exponent in range(-30, 1)}
-_PROBES: Final = tuple((exponent, Decimal(1).scaleb(exponent)) for exponent in (-2, 0, -1, -3))
-"""The usual exponents of points (2 decimals, whole points, 1 or 3 decimals), most frequent first."""
-CENTS: Final = Decimal("0.01")
+    return _POWERS[-decimals]
 
 
 def exponent_of(value: Decimal) -> int:
@@ -116,13 +113,13 @@ def rounder(decimals: int, strategy: RoundingStrategy) -> Rounder:
     """The `Rounder` of `round_points(value, decimals, strategy)`."""
     if not 0 <= decimals <= 3:
         raise ValueError(f"decimals must be 0-3, got {decimals}")
-    truncate_to = _QUANTA[decimals + 1] if strategy in _NEXT_DIGIT_ONLY else None
-    return Rounder(truncate_to, _QUANTA[decimals], _DECIMAL_MODES[strategy])
+    truncate_to = quantum(decimals + 1) if strategy in _NEXT_DIGIT_ONLY else None
+    return Rounder(truncate_to, quantum(decimals), _DECIMAL_MODES[strategy])
 
 
 def round_down_to(value: Decimal, decimals: int) -> Decimal:
     """Floor to `decimals` places: what a cap allows may never be rounded up past the cap."""
-    return value.quantize(_QUANTA[decimals], ROUND_FLOOR)
+    return value.quantize(quantum(decimals), ROUND_FLOOR)
 
 
 def to_decimal(value: object) -> Decimal:

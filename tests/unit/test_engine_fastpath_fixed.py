@@ -21,7 +21,7 @@ from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import local_date
 from loyalty_stream.engine.facts import facts
-from loyalty_stream.engine.rounding import _DECIMAL_MODES, _QUANTA, RoundingStrategy, round_points, rounder
+from loyalty_stream.engine.rounding import _DECIMAL_MODES, RoundingStrategy, quantum, round_points, rounder
 from loyalty_stream.engine.state import ZERO, CustomerState, copy_state, new_state, state_from_dict, state_to_dict
 from loyalty_stream.engine.times import fixed
 from loyalty_stream.events.activities import activity_adapter
@@ -52,7 +52,7 @@ def test_rounder_matches_plain_rounding(decimals: int, strategy: RoundingStrateg
         for got in (fast.round(value), round_points(value, decimals, strategy)):
             assert str(got) == str(expected), (value, decimals, strategy)
     assert (fast.truncate_to is not None) == (strategy in (RoundingStrategy.HALF_DOWN, RoundingStrategy.HALF_EVEN))
-    assert fast.quantum == _QUANTA[decimals]
+    assert fast.quantum == quantum(decimals)
 
 
 def test_rounder_refuses_what_round_points_refused() -> None:
