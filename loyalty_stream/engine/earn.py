@@ -280,7 +280,8 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
         fx.outcome.skipped.append(f"{where()}: {desired} points capped to 0 by {', '.join(cut_by)}")
         return []
     if len(units) == 1:
-        desired_shares, awarded_shares = [desired], [awarded]
+        desired_shares = [desired]
+        awarded_shares = desired_shares if awarded is desired else [awarded]  # (uncut: one list, see below)
     else:
         step = quantum(decimals)
         desired_shares = line_items.distribute(desired, desired_weights, step)
@@ -298,13 +299,25 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     expires_at, expiry_code, rolling = expiry.assign_expiry(fx, plan.expiry)
     lots = []
     code, rule_name = plan.code, rule.name
-    for unit, want, got in zip(units, desired_shares, awarded_shares, strict=True):
+    # Indexed, not `zip(..., strict=True)`: under mypyc a call with a keyword argument to a builtin type is a
+    # generic call that parses it (about 2.5k instructions per action). `distribute` gives a share per weight.
+    count = len(units)
+    if len(desired_shares) != count or len(awarded_shares) != count:
+        raise ValueError("a share per unit expected")  # pragma: no cover  (what strict zip checked)
+    uncut = awarded_shares is desired_shares  # each share is what was wanted: no `desired_amount` to compare
+    for position in range(count):
+        got = awarded_shares[position]
         if got <= ZERO:
             continue
-        item_id = unit.item_id
+        cut_from = None
+        if not uncut:
+            want = desired_shares[position]
+            if want > got:
+                cut_from = want
+        item_id = units[position].item_id
         lots.append(fx.credit(
             points=got,
-            key=(*head, item_id or ""),
+            key=head + (item_id or "",),  # noqa: RUF005  (one tuple op: a splat builds a list under mypyc)
             promised=promised,
             available_at=available_at,
             expires_at=expires_at,
@@ -314,7 +327,7 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
             rule=rule_name,
             bill_number=bill_number,
             line_item_id=item_id,
-            desired_amount=want if want > got else None,
+            desired_amount=cut_from,
         ))
     if scope is not None:
         scope.charge_points(fx, awarded, lots)
