@@ -62,6 +62,13 @@ def applies(condition: EarnCondition, state: CustomerState, activity: Any) -> bo
     return _same(transaction_field(activity.payload, based.field), based.equals)
 
 
+_OTHER: Final = 0
+_FIXED: Final = 1
+_PRORATED: Final = 2
+_STEP: Final = 3
+_HUNDRED: Final = Decimal(100)  # (`HUNDRED` of the program module is a dict lookup per use under mypyc)
+
+
 @dataclass(frozen=True, slots=True)
 class EarnInfo:
     """What the hot path needs about a condition, computed once per program."""
@@ -70,6 +77,30 @@ class EarnInfo:
     kind: SourceKind
     base: EarnCondition | None
     """A multiplier's base condition."""
+    shape: int = _OTHER
+    """_FIXED, _PRORATED, _STEP: `points_for` computes from the fields below; _OTHER: `points_on` does."""
+    value: Decimal | None = None
+    """The allocation's points (fixed, step) or percent (prorated) when the same for every tier."""
+    values: dict[str, Decimal] | None = None
+    """... or per tier (a tier left out gets none)."""
+    step: Decimal = _HUNDRED
+    rounding: str = ROUND_FLOOR
+    """A step allocation's step and how it counts steps."""
+
+
+def _info(condition: EarnCondition, kind: SourceKind, base: EarnCondition | None) -> EarnInfo:
+    """The condition's facts, its allocation's values read out of the pydantic model (once per program)."""
+    allocation = condition.allocation
+    shape, tiered, step, rounding = _OTHER, None, _HUNDRED, ROUND_FLOOR
+    if isinstance(allocation, FixedAllocation):
+        shape, tiered = _FIXED, allocation.points
+    elif isinstance(allocation, ProratedAllocation):
+        shape, tiered = _PRORATED, allocation.percent
+    elif isinstance(allocation, StepAllocation):
+        shape, tiered, step = _STEP, allocation.points, allocation.step
+        rounding = ROUND_FLOOR if allocation.count == "full" else ROUND_CEILING
+    return EarnInfo(condition, kind, base, shape, tiered if isinstance(tiered, Decimal) else None,
+                    tiered if isinstance(tiered, dict) else None, step, rounding)
 
 
 _INFO_KEY: Final = "earn_info"
@@ -86,7 +117,7 @@ def earn_info(program: Program, code: str) -> EarnInfo:
             base = None
             if isinstance(allocation, MultiplierAllocation):
                 base = program.earn_condition(allocation.base)
-            table[condition.code] = EarnInfo(condition, source_kind(program, condition), base)
+            table[condition.code] = _info(condition, source_kind(program, condition), base)
         owned = program.compiled[_INFO_KEY] = (program, table)
     info: EarnInfo = owned[1][code]
     return info
@@ -129,6 +160,24 @@ def custom_field_source(program: Program, condition: EarnCondition, state: Custo
     if not isinstance(value, Decimal) or value != value.to_integral_value():
         raise NotAwardable(f"{where} is {raw!r}, not an integer; prorating needs an integer value")
     return value
+
+
+def points_for(program: Program, info: EarnInfo, tier: str, source: Decimal, state: CustomerState,
+               activity: Any, at: Any) -> Decimal:
+    """`points_on(program, info.condition, ...)` from the condition's facts taken once per program (no pydantic
+    attribute reads, no isinstance against pydantic classes, which go through ABCMeta): the same arithmetic."""
+    shape = info.shape
+    if shape == _OTHER:
+        return points_on(program, info.condition, tier, source, state, activity, at)
+    values = info.values
+    value = info.value if values is None else values.get(tier)
+    if shape == _PRORATED:
+        return ZERO if value is None else source * value / _HUNDRED
+    if shape == _FIXED:
+        return value or ZERO
+    if value is None or source <= ZERO:
+        return ZERO
+    return (source / info.step).to_integral_value(rounding=info.rounding) * value
 
 
 def points_on(program: Program, condition: EarnCondition, tier: str, source: Decimal, state: CustomerState,

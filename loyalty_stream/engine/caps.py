@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any, Final
 
 from loyalty_stream.engine import periods
@@ -42,15 +41,34 @@ from loyalty_stream.program.rules import Caps, CompiledRuleSet, Period
 
 RETENTION_DAYS: Final = 400
 """How long after its period ended a counter is kept (a calendar year plus room for late events)."""
+_RETENTION: Final = timedelta(days=RETENTION_DAYS)  # (a keyword call to timedelta is a generic, parsed call)
+_RECENT: Final = timedelta(days=RETENTION_DAYS - 2)
+"""An activity at most this long before the newest event cannot meet a dropped counter of its own period
+(see `current_too_old`)."""
+_NOW_HORIZON: Final = "cap_horizon"
+_AT_HORIZON: Final = "cap_horizon_at"
 
 
 def counter_key(activity: str, set_name: str, what: str, period_label: str) -> str:
     return f"cap:{activity}:{set_name}:{what}:{period_label}"
 
 
-@lru_cache(maxsize=4096)
+_ENDS: Final[dict[str, date | None]] = {}
+"""`period_end` by key: a plain dict (mypyc looks it up in C; an `lru_cache` is a generic call), emptied when
+it grows past a bound."""
+
+
 def period_end(key: str) -> date | None:
     """The local date after the last day of the key's period; None for lifetime (or a foreign key)."""
+    if key in _ENDS:
+        return _ENDS[key]
+    if len(_ENDS) >= 4096:
+        _ENDS.clear()
+    end = _ENDS[key] = _period_end(key)
+    return end
+
+
+def _period_end(key: str) -> date | None:
     parts = key.rsplit(":", 2)
     if len(parts) < 3:
         return None
@@ -78,14 +96,32 @@ def too_old(key: str, newest: datetime | None, fx: Effects) -> bool:
     return end < _horizon(fx, newest)
 
 
+def current_too_old(fx: Effects, key: str) -> bool:
+    """`too_old(key, newest event time, fx)` for a counter of the period holding the activity's own local date.
+
+    Such a period ends after that date, so it can only be too old when the activity lies more than
+    `_RECENT` before the newest event (a zone's offset moves a local date by at most a day): the usual case
+    is settled by one comparison of instants, without the horizon."""
+    newest = fx.state.last_event_time
+    if newest is None or fx.time >= newest - _RECENT:
+        return False
+    return too_old(key, newest, fx)
+
+
 def _horizon(fx: Effects, at: datetime) -> date:
-    """The local date RETENTION_DAYS before `at` (once per activity and instant)."""
+    """The local date RETENTION_DAYS before `at` (once per activity and instant). Kept under text keys and
+    found by identity: a tuple key with an aware date-time hashes it through its zone's offset."""
     memo = fx.memo_for()
-    key = ("cap_horizon", at)
-    horizon: date | None = memo.get(key)
-    if horizon is None:
-        day = fx.local_date() if at is fx.time else at.astimezone(fx.known.zone).date()
-        horizon = memo[key] = day - timedelta(days=RETENTION_DAYS)
+    if at is fx.time:
+        now: date | None = memo.get(_NOW_HORIZON)
+        if now is None:
+            now = memo[_NOW_HORIZON] = fx.local_date() - _RETENTION
+        return now
+    known: tuple[datetime, date] | None = memo.get(_AT_HORIZON)
+    if known is not None and known[0] is at:
+        return known[1]
+    horizon = at.astimezone(fx.known.zone).date() - _RETENTION
+    memo[_AT_HORIZON] = (at, horizon)
     return horizon
 
 
@@ -221,7 +257,7 @@ class SetScope:
                 return None
             label = period_label(fx, compiled.caps.total_points_period)
             self._points_key = counter_key(compiled.activity, compiled.name, "points", label)
-            self._points_exhausted = too_old(self._points_key, fx.state.last_event_time, fx)
+            self._points_exhausted = current_too_old(fx, self._points_key)
         return self._points_key
 
     def points_room(self, fx: Effects) -> Decimal | None:
@@ -291,7 +327,9 @@ class SetScope:
             charge(fx, cap.key, cap.counted)
             lots = [lot for lot in self.lots if lot.points > ZERO]
             shares = distribute(cap.counted, [lot.points for lot in lots], quantum_of(cap.counted))
-            for lot, share in zip(lots, shares, strict=True):
+            # Indexed: `zip(..., strict=True)` is a keyword call to a builtin type, a generic parsed call.
+            for position in range(len(lots)):
+                lot, share = lots[position], shares[position]
                 if share > ZERO:
                     lot.cap_keys = (*lot.cap_keys, f"{cap.key}={normalize(share)}")
 
@@ -302,7 +340,7 @@ def _period_key(fx: Effects, scope: SetScope, what: str, period: Period) -> str:
 
 
 def _room(fx: Effects, key: str, limit: Decimal) -> Decimal:
-    if too_old(key, fx.state.last_event_time, fx):
+    if current_too_old(fx, key):
         return ZERO
     return max(ZERO, limit - fx.state.counters.get(key, ZERO))
 

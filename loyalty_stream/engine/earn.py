@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from loyalty_stream.engine import allocation, expiry, lifecycle, line_items, rules
-from loyalty_stream.engine.allocation import points_on
+from loyalty_stream.engine.allocation import points_for
 from loyalty_stream.engine.caps import SetScope
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.line_items import ONE, Unit
@@ -184,51 +184,58 @@ def _build_plan(program: Program, action: AllocateAction, rule: Rule, index: int
     )
 
 
+def _total(values: list[Decimal]) -> Decimal:
+    """`sum(values, ZERO)` (the same additions in the same order) without the generic call to the builtin."""
+    total = ZERO
+    for value in values:
+        total += value
+    return total
+
+
 def _sources(fx: Effects, plan: ActionPlan, activity: Any, units: list[Unit], scope: SetScope | None,
              where: Callable[[], str]) -> Sources | None:
     """(desired exact points, capped exact points, desired weights, capped weights) over `units`."""
     program, state, at = fx.program, fx.state, fx.at
     tier = state.tier or fx.known.lowest_tier
     info = plan.info
-    condition = info.condition
     kind = info.kind
     source_cap = scope.compiled.source_value if scope is not None else None
     amounts = [u.amount for u in units]
     proportional = plan.proportional
     if kind == "field":
         try:
-            value = allocation.custom_field_source(program, condition, state, activity)
+            value = allocation.custom_field_source(program, info.condition, state, activity)
         except allocation.NotAwardable as exc:
             fx.outcome.skipped.append(f"{where()}: {exc}; no points allocated")
             return None
         capped_value = value if source_cap is None else min(value, source_cap)
-        return (points_on(program, condition, tier, value, state, activity, at),
-                points_on(program, condition, tier, capped_value, state, activity, at), amounts, amounts)
+        return (points_for(program, info, tier, value, state, activity, at),
+                points_for(program, info, tier, capped_value, state, activity, at), amounts, amounts)
     if kind == "none":
         if proportional:
-            fixed = points_on(program, condition, tier, ZERO, state, activity, at)
+            fixed = points_for(program, info, tier, ZERO, state, activity, at)
             return fixed, fixed, amounts, amounts
-        each = [points_on(program, condition, tier, ZERO, state, activity, at) for _ in units]
-        return sum(each, ZERO), sum(each, ZERO), each, each
+        each = [points_for(program, info, tier, ZERO, state, activity, at) for _ in units]
+        return _total(each), _total(each), each, each
     if scope is None or not scope.amount_caps(fx):
         allowed = amounts  # no tender or tracker cap: every factor is 1 (and x * 1 is x, exponent included)
     else:
         modes = plan.tender_modes
         allowed = [u.amount * scope.factor(fx, u, modes) for u in units]
-    allowed_total = sum(allowed, ZERO)
+    allowed_total = _total(allowed)
     scale = ONE
     if source_cap is not None and allowed_total > source_cap:
         scale = source_cap / allowed_total
     if proportional:
-        total = allowed_total if allowed is amounts else sum(amounts, ZERO)
-        desired_points = points_on(program, condition, tier, total, state, activity, at)
+        total = allowed_total if allowed is amounts else _total(amounts)
+        desired_points = points_for(program, info, tier, total, state, activity, at)
         if scale == ONE and (allowed is amounts or allowed_total == total):
             return desired_points, desired_points, amounts, amounts
-        return (desired_points, points_on(program, condition, tier, allowed_total * scale, state, activity, at),
+        return (desired_points, points_for(program, info, tier, allowed_total * scale, state, activity, at),
                 amounts, allowed)
-    desired = [points_on(program, condition, tier, a, state, activity, at) for a in amounts]
-    capped = [points_on(program, condition, tier, a * scale, state, activity, at) for a in allowed]
-    return sum(desired, ZERO), sum(capped, ZERO), desired, capped
+    desired = [points_for(program, info, tier, a, state, activity, at) for a in amounts]
+    capped = [points_for(program, info, tier, a * scale, state, activity, at) for a in allowed]
+    return _total(desired), _total(capped), desired, capped
 
 
 def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: Any, index: int,

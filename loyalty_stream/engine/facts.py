@@ -7,16 +7,52 @@ program it was computed for: a copied program (`model_copy` shares `compiled`) c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine.rounding import Rounder, RoundingStrategy, rounder
+from loyalty_stream.program.expressions import compile_condition
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.retention import redemption_lookback_days
+from loyalty_stream.program.rules import CompiledRuleSet, Rule, rule_plan
 
 _KEY: Final = "engine_facts"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRun:
+    """A rule as the runner needs it (`rules.run_rule_sets`): its condition as a plain callable (a call of
+    the compiled rule's attribute is a method lookup by name), and its actions with their types read once."""
+
+    rule: Rule
+    holds: Callable[[Any], bool] | None
+    """None: the condition always holds (`when: true`), no call needed."""
+    actions: tuple[tuple[str, Any], ...]
+    """(action type, action) in order."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetRun:
+    compiled: CompiledRuleSet
+    rules: tuple[RuleRun, ...]
+
+
+def _set_runs(program: Program, activity: str) -> tuple[SetRun, ...]:
+    plan = rule_plan(program).by_activity.get(activity)
+    if not plan:
+        return ()
+    always = compile_condition("true", activity).holds
+    return tuple(
+        SetRun(compiled_set, tuple(
+            RuleRun(compiled.rule, None if compiled.holds is always else compiled.holds,
+                    tuple((action.type, action) for action in compiled.rule.actions))
+            for compiled in compiled_set.rules
+        ))
+        for compiled_set in plan
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +76,14 @@ class Facts:
     redemption_keep: timedelta | None
     """How long redemptions are kept: the reversal window, or longer while limits or conditions count them
     (None: forever)."""
+    rule_runs: dict[str, tuple[SetRun, ...]]
+    """An activity's rule sets as the runner reads them, filled on first use (`set_runs`)."""
+
+    def set_runs(self, activity: str) -> tuple[SetRun, ...]:
+        runs = self.rule_runs.get(activity)
+        if runs is None:
+            runs = self.rule_runs[activity] = _set_runs(self.program, activity)
+        return runs
 
 
 def facts(program: Program) -> Facts:
@@ -63,6 +107,7 @@ def facts(program: Program) -> Facts:
         accrual_rules=bool(program.rule_sets_for("DelayedAccrual")),
         return_window=None if retention.return_window_days is None else timedelta(days=retention.return_window_days),
         redemption_keep=None if reversal is None or lookback is None else timedelta(days=max(reversal, lookback)),
+        rule_runs={},
     )
     program.compiled[_KEY] = result
     return result

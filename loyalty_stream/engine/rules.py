@@ -89,33 +89,43 @@ def run_actions(fx: Effects, rule: Rule, activity: Any, handlers: Mapping[str, A
         handler(fx, action, rule, activity, index)
 
 
+_NO_HANDLERS: Final[dict[str, ActionHandler]] = {}
+
+
 def run_rule_sets(fx: Effects, activity_name: str, activity: Any,
-                  handlers: Mapping[str, ActionHandler] | None = None,
+                  handlers: dict[str, ActionHandler] | None = None,
                   key_prefix: tuple[object, ...] | None = None) -> list[Rule]:
     """Run the activity's rule sets; returns the rules that fired, in order.
 
     `key_prefix` keeps output ids apart when one activity runs the same sets twice (two tier changes).
+    The sets come from `Facts.set_runs` (the program's plan with conditions and action types read out once).
     """
-    plan = rule_plan(fx.program).by_activity.get(activity_name)
-    if not plan:
+    runs = fx.known.set_runs(activity_name)
+    if not runs:
         return []
     env = environment(fx, activity, activity_name)
     prefix = key_prefix or (activity_name,)
-    actions = handlers or {}
+    actions = _NO_HANDLERS if handlers is None else handlers
     fired = []
     outer = fx.scope
     try:
-        for compiled_set in plan:
-            for compiled_rule in compiled_set.rules:
-                if compiled_rule.holds(env):
+        for run in runs:
+            for rule_run in run.rules:
+                holds = rule_run.holds
+                if holds is None or holds(env):
                     break
             else:
                 continue
-            scope = SetScope(compiled_set, activity, prefix)
+            rule = rule_run.rule
+            scope = SetScope(run.compiled, activity, prefix)
             fx.scope = scope
-            run_actions(fx, compiled_rule.rule, activity, actions)
+            for index, (action_type, action) in enumerate(rule_run.actions):
+                handler = actions.get(action_type) or COMMON_HANDLERS.get(action_type)
+                if handler is None:
+                    raise ValueError(f"action {action_type!r} is not valid for {type(activity).__name__}")
+                handler(fx, action, rule, activity, index)
             scope.close(fx)
-            fired.append(compiled_rule.rule)
+            fired.append(rule)
     finally:
         fx.scope = outer
     return fired
