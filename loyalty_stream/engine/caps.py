@@ -370,23 +370,26 @@ def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd) -> AmountCa
     notes: list[str] = []
     counted = ZERO
     weighted = ZERO
+    items_total = ZERO  # (summed in the loop, in the same order: each item's attributes are read once)
+    tracked = cap.field
     for item in payload.line_items:
-        raw = item.custom_fields.get(cap.field)
+        item_id, amount = item.item_id, item.amount
+        items_total += amount
+        raw = item.custom_fields.get(tracked)
         if raw is None:
-            factors[item.item_id] = ONE
-            weighted += item.amount
+            factors[item_id] = ONE
+            weighted += amount
             continue
         value = field_value(raw)
         if not isinstance(value, Decimal) or value < ZERO:
-            factors[item.item_id] = ZERO
-            notes.append(f"{scope.compiled.where}.caps.tracker: line item {item.item_id} field {cap.field!r} "
+            factors[item_id] = ZERO
+            notes.append(f"{scope.compiled.where}.caps.tracker: line item {item_id} field {tracked!r} "
                          f"is {raw!r}, not a quantity; the item earns nothing in this set")
             continue
         allowed = min(value, room - counted)
         counted += allowed
-        factors[item.item_id] = ONE if value == ZERO else allowed / value
-        weighted += item.amount * factors[item.item_id]
-    items_total = sum((i.amount for i in payload.line_items), ZERO)
+        factor = factors[item_id] = ONE if value == ZERO else allowed / value
+        weighted += amount * factor
     if items_total > ZERO:
         factors[None] = weighted / items_total
     return AmountCap(key, counted, factors, notes)

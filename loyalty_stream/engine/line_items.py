@@ -55,7 +55,12 @@ def units_for(options: LineItemOptions | None, filtered: bool, payload: Transact
 
 
 def tender_amounts(payload: TransactionPayload, modes: Sequence[str]) -> Decimal:
-    return sum((t.amount for t in payload.tenders if t.mode in modes), ZERO)
+    # A loop, not `sum(<generator>, ZERO)`: the same additions, without a generator object and a generic call.
+    total = ZERO
+    for tender in payload.tenders:
+        if tender.mode in modes:
+            total += tender.amount
+    return total
 
 
 def tender_fraction(payload: TransactionPayload, modes: Sequence[str]) -> Decimal:
@@ -83,10 +88,11 @@ def distribute(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> 
         return []
     if total < ZERO:
         return [-share for share in distribute(-total, weights, quantum)]
-    units_dec = total / quantum
-    if units_dec != units_dec.to_integral_value():
+    # One `as_integer_ratio` both checks the quotient is whole and gives it (`to_integral_value` and then
+    # `int()`, a generic call of the builtin type, cost twice as much).
+    units, whole_units = (total / quantum).as_integer_ratio()
+    if whole_units != 1:
         raise ValueError(f"{total} is not a multiple of {quantum}")
-    units = int(units_dec)
     # Shares are `quantum * n` (what `Decimal(n) * quantum` is, without constructing a Decimal per share).
     if len(weights) == 1:
         return [quantum * units]  # one weight takes every unit, whatever its value
