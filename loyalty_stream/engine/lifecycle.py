@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from itertools import groupby
-from operator import attrgetter
 from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -36,7 +34,7 @@ from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import TextMemo, fixed
 from loyalty_stream.events import activities as act
-from loyalty_stream.events.envelope import SCHEMA_VERSION, Envelope
+from loyalty_stream.events.envelope import SCHEMA_VERSION, Contract, Envelope
 from loyalty_stream.events.outputs import LedgerKind
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.rules import ConvertAction, Rule
@@ -107,12 +105,22 @@ def _transition(at: datetime, order: int, key: str, lot: Lot, days_before: int =
     return transition
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Due:
-    """The earliest pending transition of a customer: when, and which scheduler activity carries it."""
+    """The earliest pending transition of a customer: when, and which scheduler activity carries it. A value:
+    never changed once built (equal and hashed by its fields)."""
 
     at: datetime
     kind: DueKind
+
+    def __init__(self, at: datetime, kind: DueKind) -> None:
+        # Written out, and hence not frozen: under mypyc this `__init__` is compiled, where a frozen dataclass's
+        # generated one runs interpreted (`object.__setattr__` per field), a fifth of a `next_transition`.
+        self.at = at
+        self.kind = kind
+
+    def __hash__(self) -> int:
+        return hash((self.at, self.kind))
 
 
 def _reminder_applies(lot: Lot, days_before: int, due: datetime) -> bool:
@@ -148,43 +156,145 @@ def _reminder_dues(table: dict[datetime, _ReminderDues], expires_at: datetime, z
     return dues
 
 
-def _pending(state: CustomerState, program: Program, until: datetime | None) -> list[Transition]:
-    """Every pending transition due at or before `until` (all when None), unordered."""
-    known = facts(program)
-    zone = known.zone
-    offsets = known.reminder_offsets
+class _ProgramDues:
+    """What the transition scans read of a program, kept per program object (`_program_dues`): its facts and
+    reminder table, and the reminder notification's fields. Reading them through `facts` and `_reminder_table`
+    cost about 1,500 instructions per scan (a pydantic attribute, tuple hashing), a tenth of a
+    `next_transition`."""
+
+    __slots__ = ("channel", "dues_not_after_expiry", "expiry_days", "horizon", "offsets", "prefilter", "program",
+                 "table", "template", "zone")
+
+    def __init__(self, program: Program) -> None:
+        known = facts(program)
+        self.program = program  # held: the entry's key is its id
+        self.zone = known.zone
+        self.offsets = known.reminder_offsets
+        self.horizon = known.reminder_horizon
+        self.table = _reminder_table(known.zone, known.reminder_offsets) if known.reminder_offsets else None
+        self.prefilter = known.reminder_horizon >= timedelta(0)
+        """Whether a lot expiring after `until + horizon` has no transition due by `until` (`_collect`)."""
+        self.dues_not_after_expiry = bool(known.reminder_offsets) and known.reminder_offsets[0] >= 0
+        """Whether a lot's earliest reminder is due at or before its expiry (`reminder_due` of an offset >= 0)."""
+        self.channel = program.reminders.channel
+        self.template = program.reminders.template
+        self.expiry_days = TextMemo(1024)
+        """`expiry_date(...).isoformat()` per expiry instant (`_remind`)."""
+
+
+_PROGRAM_DUES: Final[dict[int, _ProgramDues]] = {}
+_PROGRAM_DUES_LIMIT: Final = 64
+_LAST_DUES: Final[list[_ProgramDues]] = []
+"""The entry used last (most calls are for the program of the call before), found without boxing an id."""
+
+
+def _program_dues(program: Program) -> _ProgramDues:
+    """`_ProgramDues` of `program`, by identity (programs are immutable; each entry holds its program, so an id
+    is not reused while it is kept). Bounded: cleared when full."""
+    found = _LAST_DUES[0] if _LAST_DUES else None
+    if found is None or found.program is not program:
+        found = _PROGRAM_DUES.get(id(program))
+        if found is None or found.program is not program:
+            if len(_PROGRAM_DUES) >= _PROGRAM_DUES_LIMIT:
+                _PROGRAM_DUES.clear()
+            found = _PROGRAM_DUES[id(program)] = _ProgramDues(program)
+        if _LAST_DUES:
+            _LAST_DUES[0] = found
+        else:
+            _LAST_DUES.append(found)
+    table = found.table
+    if table is not None and len(table) >= _REMINDER_DUES_LIMIT:
+        table.clear()  # (what `_reminder_table` does on every use)
+    return found
+
+
+_FIXED_OFFSET: Final = timezone
+_Pending = tuple[datetime, int, str, int, int, Lot]
+"""A pending transition as the engine collects it: (due time, order, key, days before, position, lot). A plain
+tuple, built inline (a `Transition` is a Python-level `tuple.__new__` call), and a list of them sorts without a
+key function: the position (collection order) ends every key before the lot, so the sort never compares lots
+and keeps the order of the stable sort by `Transition.sort_key` on ties (repeated lot ids)."""
+
+
+def _collect(state: CustomerState, dues: _ProgramDues, until: datetime | None) -> tuple[list[_Pending], bool]:
+    """Every pending transition due at or before `until` (all when None), in the order they must apply, and
+    whether their due times all have a fixed-offset `timezone` (what the engine computes and decodes:
+    `engine.times`). Those compare and test equal exactly as their UTC times do (no DST fold), so they sort as
+    tuples in the very order `Transition.sort_key` gives, and group by instant, without a conversion per
+    transition. Any other time zone sorts and groups by UTC time (`_utc_key`)."""
+    zone = dues.zone
+    offsets = dues.offsets
+    table = dues.table
     # Reminders are looked at only for lots expiring within the horizon after `until` (a prefilter: the
-    # horizon has a day of slack over the largest offset, so how it is added cannot matter).
+    # horizon has a day of slack over the largest offset, so how it is added cannot matter). With a horizon
+    # >= 0, such a lot's expiry is not due either, so the prefilter is tested first.
     if until is not None:
         until = fixed(until)  # compared with every lot: see engine.times
-    reminders_until = None if until is None or not offsets else until + known.reminder_horizon
-    table = _reminder_table(zone, offsets) if offsets else None
-    reminded: set[tuple[datetime, int]] = set()
-    pending: list[Transition] = []
+    reminders_until = None if until is None or table is None else until + dues.horizon
+    skip_after = reminders_until if dues.prefilter else None
+    reminded: set[tuple[datetime, int]] | None = None
+    pending: list[_Pending] = []
+    far: datetime | None = None  # the last expiry seen after `skip_after` (lots share date-time objects)
     for lot in state.lots:
+        expires_at = lot.expires_at
+        if until is not None and skip_after is not None and expires_at is not None and (
+            expires_at is far or expires_at > skip_after
+        ):
+            far = expires_at  # nothing of its expiry is due: only a conversion may be
+            if lot.promised:
+                available = lot.available_at
+                if available is not None and available <= until and lot.remaining > ZERO:
+                    pending.append((available, CONVERT, lot.lot_id, 0, len(pending), lot))
+            continue
         if lot.remaining <= ZERO:
             continue
-        if lot.promised and lot.available_at is not None and (until is None or lot.available_at <= until):
-            pending.append(_transition(lot.available_at, CONVERT, lot.lot_id, lot))
-        expires_at = lot.expires_at
+        if lot.promised:
+            available = lot.available_at
+            if available is not None and (until is None or available <= until):
+                pending.append((available, CONVERT, lot.lot_id, 0, len(pending), lot))
         if expires_at is None:
             continue
         if until is None or expires_at <= until:
-            pending.append(_transition(expires_at, EXPIRE, lot.lot_id, lot))
+            pending.append((expires_at, EXPIRE, lot.lot_id, 0, len(pending), lot))
         if table is None or (reminders_until is not None and expires_at > reminders_until):
             continue
-        dues = table.get(expires_at)
-        if dues is None:
-            dues = _reminder_dues(table, expires_at, zone, offsets)
-        for n, due in dues:
+        lot_dues = table.get(expires_at)
+        if lot_dues is None:
+            lot_dues = _reminder_dues(table, expires_at, zone, offsets)
+        for n, due in lot_dues:
+            if until is not None and due > until:
+                break  # (dues are in time order: so are the rest)
             # `_reminder_applies`, then once per expiry group (aware date-times hash and compare as instants)
-            if (
-                (until is None or due <= until) and n not in lot.reminded and lot.earned_at < due < expires_at
-                and (expires_at, n) not in reminded
-            ):
+            if n not in lot.reminded and lot.earned_at < due < expires_at:
+                if reminded is None:
+                    reminded = set()
+                elif (expires_at, n) in reminded:
+                    continue
                 reminded.add((expires_at, n))
-                pending.append(_transition(due, REMIND, stamp(expires_at), lot, n))
-    return pending
+                pending.append((due, REMIND, stamp(expires_at), n, len(pending), lot))
+    fixed_offsets = True
+    seen: datetime | None = None  # the last due time checked (lots share date-time objects)
+    for t in pending:
+        if t[0] is not seen:
+            seen = t[0]
+            if type(seen.tzinfo) is not _FIXED_OFFSET:
+                fixed_offsets = False
+                break
+    if len(pending) > 1:
+        if fixed_offsets:
+            pending.sort()
+        else:
+            pending.sort(key=_utc_key)
+    return pending, fixed_offsets
+
+
+def _utc_key(t: _Pending) -> tuple[datetime, int, str, int, int]:
+    return t[0].astimezone(UTC), t[1], t[2], t[3], t[4]
+
+
+def _instant(at: datetime, fixed_offsets: bool) -> datetime:
+    """What transitions due at one instant share: `at` itself when every due time has a fixed offset."""
+    return at if fixed_offsets else at.astimezone(UTC)
 
 
 def may_be_due(fx: Effects, until: datetime) -> bool:
@@ -198,36 +308,31 @@ def may_be_due(fx: Effects, until: datetime) -> bool:
     return expiry is not None and expiry - fx.known.reminder_horizon <= until
 
 
-_BY_DUE: Final = attrgetter("at", "order", "key", "days_before")
-_AT: Final = attrgetter("at")
-
-
-def _utc(transition: Transition) -> datetime:
-    return transition.at.astimezone(UTC)
-
-
-def _in_order(state: CustomerState, program: Program, until: datetime | None) -> tuple[list[Transition], bool]:
-    """`transitions`, and whether their due times all have a fixed-offset `timezone` (what the engine computes
-    and decodes: `engine.times`). Those compare and test equal exactly as their UTC times do (no DST fold), so
-    they sort by `_BY_DUE` in the very order `Transition.sort_key` gives, and group by instant, without a
-    conversion and a Python call per transition. Any other time zone takes `sort_key`."""
-    pending = _pending(state, program, until)
-    fixed_offsets = all(type(t.at.tzinfo) is timezone for t in pending)
-    if len(pending) > 1:
-        pending.sort(key=_BY_DUE if fixed_offsets else Transition.sort_key)
-    return pending, fixed_offsets
+def _as_transition(t: _Pending) -> Transition:
+    return _transition(t[0], t[1], t[2], t[5], t[3])
 
 
 def transitions(state: CustomerState, program: Program, until: datetime | None = None) -> list[Transition]:
     """Every pending transition (due at or before `until` when given), in the order they must apply."""
-    return _in_order(state, program, until)[0]
+    return [_as_transition(t) for t in _collect(state, _program_dues(program), until)[0]]
 
 
 def _batches(state: CustomerState, program: Program, until: datetime) -> Iterator[list[Transition]]:
-    """`transitions` cut into the batches due at one instant (taken before the first batch applies)."""
-    pending, fixed_offsets = _in_order(state, program, until)
-    for _, group in groupby(pending, key=_AT if fixed_offsets else _utc):
-        yield list(group)
+    """`transitions` cut into the batches due at one instant (taken before the first batch applies): the
+    batches `materialise` applies."""
+    pending, fixed_offsets = _collect(state, _program_dues(program), until)
+    batch: list[Transition] = []
+    instant: datetime | None = None
+    for t in pending:
+        at = _instant(t[0], fixed_offsets)
+        if instant is not None and instant != at:
+            yield batch
+            batch = []
+        if not batch:
+            instant = at
+        batch.append(_as_transition(t))
+    if batch:
+        yield batch
 
 
 def next_transition(state: CustomerState, program: Program) -> Due | None:
@@ -237,22 +342,28 @@ def next_transition(state: CustomerState, program: Program) -> Due | None:
 
     It runs for every changed customer of every batch, so it is one pass over the lots keeping the least
     (instant, order, lot id) seen, without building transitions: the choice `min(_pending(...),
-    key=Transition.sort_key)` makes (date-times compared directly, as `_pending` compares them with `until`:
+    key=Transition.sort_key)` makes (date-times compared directly, as `_collect` compares them with `until`:
     instants for the engine's fixed offsets, `engine.times`; ties to the lower order, then lot id, then the
     first seen). Reminders need neither the dedupe per expiry group (a repeat has the same sort key) nor their
     key: reminders due at one instant are the same value (`reminder_due`: the zone's shared offset).
+    A lot whose earliest reminder is due after the earliest so far (and not after its expiry) has nothing
+    earlier: one comparison settles it (most lots).
     """
-    known = facts(program)
-    offsets = known.reminder_offsets
-    zone = known.zone
-    table = _reminder_table(zone, offsets) if offsets else None
+    dues = _program_dues(program)
+    offsets = dues.offsets
+    zone = dues.zone
+    table = dues.table
+    settles = dues.dues_not_after_expiry
     at: datetime | None = None  # the earliest so far: its time, order and (conversion, expiry) lot id
     order = EXPIRE
     lot_id = ""
+    settled: datetime | None = None  # the last expiry settled (lots share date-time objects; `at` only falls)
     for lot in state.lots:
-        if lot.remaining <= ZERO:
-            continue
+        live = False
         if lot.promised:
+            if lot.remaining <= ZERO:
+                continue
+            live = True
             available = lot.available_at
             if available is not None and (
                 at is None or available < at
@@ -260,20 +371,29 @@ def next_transition(state: CustomerState, program: Program) -> Due | None:
             ):
                 at, order, lot_id = available, CONVERT, lot.lot_id
         expires_at = lot.expires_at
-        if expires_at is None:
+        if expires_at is None or expires_at is settled:
             continue
-        if at is None or expires_at < at or (not at < expires_at and order == EXPIRE and lot.lot_id < lot_id):
+        lot_dues: _ReminderDues | None = None
+        if table is not None:
+            lot_dues = table.get(expires_at)
+            if lot_dues is None:
+                lot_dues = _reminder_dues(table, expires_at, zone, offsets)
+            if settles and at is not None and at < lot_dues[0][1]:
+                settled = expires_at  # at < earliest reminder <= expiry: neither is earlier, nor ties
+                continue
+        if not live and lot.remaining <= ZERO:
+            continue
+        if at is None or expires_at < at or (order == EXPIRE and not at < expires_at and lot.lot_id < lot_id):
             at, order, lot_id = expires_at, EXPIRE, lot.lot_id
-        if table is None or at is None:  # (`at` is set by now: the test is for the type checker)
+        if lot_dues is None:
             continue
-        dues = table.get(expires_at)
-        if dues is None:
-            dues = _reminder_dues(table, expires_at, zone, offsets)
-        for n, due in dues:  # `_reminder_applies`, tested last: most dues are later than the earliest so far
-            if (
-                (due < at or (order == EXPIRE and not at < due))
-                and n not in lot.reminded and lot.earned_at < due < expires_at
-            ):
+        for n, due in lot_dues:  # `_reminder_applies`, tested last: most dues are later than the earliest so far
+            if not due < at:
+                if at < due:
+                    break  # (dues are in time order: so are the rest)
+                if order != EXPIRE:
+                    continue
+            if n not in lot.reminded and lot.earned_at < due < expires_at:
                 at, order = due, REMIND
     give_up = parking.next_give_up(state, program) if state.parked else None
     if give_up is not None and (at is None or give_up < at):
@@ -370,15 +490,37 @@ def due_activity(program_id: str, customer_id: str, at: datetime, kind: DueKind,
                             event_time=at, payload=act.PointsExpiryPayload(due_at=at))
 
 
+_ACCRUAL: Final = act.DelayedAccrual  # (module attributes as constants: read without a lookup by name)
+_ACCRUAL_PAYLOAD: Final = act.DelayedAccrualPayload
+_EXPIRY: Final = act.PointsExpiry
+_EXPIRY_PAYLOAD: Final = act.PointsExpiryPayload
+_SCHEMA_VERSION: Final = SCHEMA_VERSION
+_PAYLOADS: Final[dict[tuple[int, str], tuple[datetime, Contract]]] = {}
+_PAYLOADS_LIMIT: Final = 4096
+
+
+def _payload(at: datetime, kind: DueKind) -> Contract:
+    """The synthetic activity's payload (`due_at`), shared by the activities due at one date-time object
+    (remembered by identity, like `TextMemo`: customers' batches fall due at the same local midnights): a
+    frozen contract, so sharing it changes nothing. Bounded: cleared when full."""
+    key = (id(at), kind)
+    hit = _PAYLOADS.get(key)
+    if hit is not None:
+        return hit[1]
+    if len(_PAYLOADS) >= _PAYLOADS_LIMIT:
+        _PAYLOADS.clear()
+    payload: Contract = trusted(_ACCRUAL_PAYLOAD if kind == "DelayedAccrual" else _EXPIRY_PAYLOAD, {"due_at": at})
+    _PAYLOADS[key] = (at, payload)  # (holds `at`, so its id is not reused while the entry lives)
+    return payload
+
+
 def _synthetic(state: CustomerState, at: datetime, kind: DueKind, event_id: str) -> Envelope:
     """`due_activity` for the engine's own use: its ids come from a validated state, so it is built without
     validation (the same model, field for field)."""
-    payload_cls = act.DelayedAccrualPayload if kind == "DelayedAccrual" else act.PointsExpiryPayload
-    activity_cls = act.DelayedAccrual if kind == "DelayedAccrual" else act.PointsExpiry
-    payload = trusted(payload_cls, {"due_at": at})
+    activity_cls = _ACCRUAL if kind == "DelayedAccrual" else _EXPIRY
     return trusted(activity_cls, {"event_id": event_id, "program_id": state.program_id,
                                   "customer_id": state.customer_id, "event_time": at,
-                                  "schema_version": SCHEMA_VERSION, "type": kind, "payload": payload})
+                                  "schema_version": _SCHEMA_VERSION, "type": kind, "payload": _payload(at, kind)})
 
 
 def _accrual_rules(fx: Effects, at: datetime, converted: list[tuple[Lot, Decimal]]) -> None:
@@ -387,21 +529,26 @@ def _accrual_rules(fx: Effects, at: datetime, converted: list[tuple[Lot, Decimal
     state = fx.state
     synthetic = _synthetic(state, at, "DelayedAccrual", derive_id("da", state.program_id, state.customer_id, stamp(at)))
     assert isinstance(synthetic, act.DelayedAccrual)
-    context = Conversion(
-        activity=synthetic, due_at=at, points=sum((amount for _, amount in converted), ZERO),
-        lot_ids=tuple(lot.lot_id for lot, _ in converted),
-        bill_numbers=tuple(sorted({lot.bill_number for lot, _ in converted if lot.bill_number is not None})),
-    )
+    points = ZERO  # summed in order from ZERO, as `sum(..., ZERO)` does
+    lot_ids: list[str] = []
+    bills: set[str] = set()
+    for lot, amount in converted:
+        points = points + amount
+        lot_ids.append(lot.lot_id)
+        if lot.bill_number is not None:
+            bills.add(lot.bill_number)
+    context = Conversion(activity=synthetic, due_at=at, points=points, lot_ids=tuple(lot_ids),
+                         bill_numbers=tuple(sorted(bills)))
     with acting_as(fx, synthetic):
         rules.run_rule_sets(fx, "DelayedAccrual", context, ACCRUAL_HANDLERS)
 
 
-def _remind(fx: Effects, transition: Transition) -> None:
-    """One notification per expiry group (lots expiring at the same instant) and offset."""
-    state, program = fx.state, fx.program
-    expires_at = transition.lot.expires_at
+def _remind(fx: Effects, dues: _ProgramDues, due: datetime, key: str, n: int, owner: Lot) -> None:
+    """One notification per expiry group (lots expiring at the same instant) and offset: the REMIND transition
+    (`due`, `key`, `n`) collected for `owner`."""
+    state = fx.state
+    expires_at = owner.expires_at
     assert expires_at is not None
-    n, due = transition.days_before, transition.at
     # Same expiry instant (aware datetimes compare as instants: the same test as equal UTC stamps).
     group = [
         lot for lot in state.lots
@@ -412,28 +559,49 @@ def _remind(fx: Effects, transition: Transition) -> None:
     for lot in group:
         lot.reminded = (*lot.reminded, n)
     points = sum((lot.remaining for lot in group), ZERO)
-    synthetic = _synthetic(state, due, "PointsExpiry", derive_id("rm", state.program_id, state.customer_id,
-                                                                 transition.key, str(n)))
+    days = str(n)
+    synthetic = _synthetic(state, due, "PointsExpiry", derive_id("rm", state.program_id, state.customer_id, key, days))
+    expires_on = dues.expiry_days.get(expires_at)
+    if expires_on is None:
+        expires_on = dues.expiry_days.put(expires_at, expiry_date(expires_at, dues.zone).isoformat())
     with acting_as(fx, synthetic):
-        fx.notify(program.reminders.channel, program.reminders.template, ("reminder", transition.key, str(n)),
-                  {"points": f"{points:f}", "expires_on": expiry_date(expires_at, program.zone).isoformat(),
-                   "days_before": str(n)})
+        fx.notify(dues.channel, dues.template, ("reminder", key, days),
+                  {"points": f"{points:f}", "expires_on": expires_on, "days_before": days})
 
 
 def materialise(fx: Effects, until: datetime) -> None:
-    """Apply every conversion, reminder and expiry due at or before `until`, in due-time order."""
-    for batch in _batches(fx.state, fx.program, until):
-        converted = [
-            (t.lot, convert(fx, t.lot, t.at, scheduled=True))
-            for t in batch if t.order == CONVERT and t.lot.promised and t.lot.remaining > ZERO
-        ]
+    """Apply every conversion, reminder and expiry due at or before `until`, in due-time order: batch by batch
+    (the transitions due at one instant, collected before the first applies), conversions first (then the
+    DelayedAccrual rule sets, once for the batch), then reminders, then expiries (the order they sort in)."""
+    dues = _program_dues(fx.program)
+    pending, fixed_offsets = _collect(fx.state, dues, until)
+    count = len(pending)
+    start = 0
+    while start < count:
+        first = pending[start]
+        instant = _instant(first[0], fixed_offsets)
+        end = start + 1
+        while end < count and instant == _instant(pending[end][0], fixed_offsets):
+            end += 1
+        converted: list[tuple[Lot, Decimal]] = []
+        index = start
+        while index < end:
+            at, order, key, days_before, _, lot = pending[index]
+            if order == CONVERT:
+                if lot.promised and lot.remaining > ZERO:
+                    converted.append((lot, convert(fx, lot, at, scheduled=True)))
+            else:
+                if converted:
+                    _accrual_rules(fx, first[0], converted)
+                    converted = []
+                if order == REMIND:
+                    _remind(fx, dues, at, key, days_before, lot)
+                elif lot.remaining > ZERO:
+                    expire(fx, lot, at)
+            index += 1
         if converted:
-            _accrual_rules(fx, batch[0].at, converted)
-        for t in batch:
-            if t.order == REMIND:
-                _remind(fx, t)
-            elif t.order == EXPIRE and t.lot.remaining > ZERO:
-                expire(fx, t.lot, t.at)
+            _accrual_rules(fx, first[0], converted)
+        start = end
 
 
 def handle_due(fx: Effects, activity: act.DelayedAccrual | act.PointsExpiry) -> None:
