@@ -7,6 +7,11 @@ from typing import Final
 
 _EMPTY: Final = blake2b(digest_size=10)
 """A hasher over nothing, never updated itself: copying it is cheaper than building one (keyword parsing)."""
+# Its methods bound / unbound once: under mypyc `digest.update(...)` on a hashlib object looks `update` up by
+# name on every call; a Final callable is a C global called directly.
+_copy: Final = _EMPTY.copy
+_update: Final = type(_EMPTY).update
+_hexdigest: Final = type(_EMPTY).hexdigest
 
 
 def derive_id(prefix: str, *parts: object) -> str:
@@ -26,6 +31,6 @@ def derive_id_of(prefix: str, parts: tuple[object, ...]) -> str:
         raw = "\x1f".join(parts)  # type: ignore[arg-type]  # not all text: TypeError, handled below
     except TypeError:
         raw = "\x1f".join([p if p.__class__ is str else ("" if p is None else str(p)) for p in parts])
-    digest = _EMPTY.copy()
-    digest.update(raw.encode())
-    return f"{prefix}-{digest.hexdigest()}"  # (one string built, where `+` built two)
+    digest = _copy()
+    _update(digest, raw.encode())
+    return f"{prefix}-{_hexdigest(digest)}"  # (one string built, where `+` built two)
