@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from loyalty_stream.engine.contracts import trusted
 from loyalty_stream.engine.facts import Facts, facts
-from loyalty_stream.engine.ids import derive_id, derive_id_of
+from loyalty_stream.engine.ids import derive_id, derive_id_of, id_of_text, joined
 from loyalty_stream.engine.rounding import CENTS, exponent_of, power_of_ten
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.engine.times import fixed
@@ -54,6 +54,8 @@ def _fields(contract: type[LedgerEntry | BalanceChange]) -> dict[str, Any]:
 
 
 _ENTRY: Final = _fields(LedgerEntry)
+_LEDGER_ENTRY: Final = LedgerEntry
+"""`LedgerEntry` as a C global (by its name, a module-dict lookup per entry)."""
 _BALANCE_CHANGE: Final = _fields(BalanceChange)
 
 # Enum members as module constants: under mypyc `LedgerKind.EARN` is a module-dict lookup and then an attribute
@@ -64,6 +66,13 @@ PROMISED: Final = Bucket.PROMISED
 CURRENT: Final = Bucket.CURRENT
 _CHANNELS: Final[dict[str, Channel]] = {channel.value: channel for channel in Channel}
 """`Channel(text)` without the Enum metaclass's interpreted `__call__`."""
+
+
+def _entry_id(cause: str, kind: LedgerKind, version: str, text: str | None) -> str:
+    """A ledger entry's id, `derive_id_of("le", (cause, kind, version, *key))`, from `text = ids.joined(key)`
+    (None for an empty key): no `(..., *key)` tuple (under mypyc a list built, extended, then copied)."""
+    return id_of_text("le-", "\x1f".join((cause, kind, version) if text is None else (cause, kind, version, text)))
+
 
 FROM_LOT: Final[Any] = object()
 """Default of `Effects.entry`'s lot-derived details: take the lot's value."""
@@ -381,6 +390,16 @@ class Effects:
         `condition_code`, `line_item_id` and `bill_number` default to the lot's (None without a lot);
         `lot_id` is only for entries without a lot.
         """
+        return self._record(kind, bucket, amount, key, at, scheduled, lot, lot_id, condition_code, line_item_id,
+                            bill_number, desired_amount, rule, redemption_id, reason, operator_id, shortfall,
+                            source_type, None)
+
+    def _record(self, kind: LedgerKind, bucket: Bucket, amount: Decimal, key: tuple[object, ...],
+                at: datetime | None, scheduled: bool, lot: Lot | None, lot_id: str | None, condition_code: Any,
+                line_item_id: Any, bill_number: Any, desired_amount: Decimal | None, rule: str | None,
+                redemption_id: str | None, reason: str | None, operator_id: str | None, shortfall: Decimal | None,
+                source_type: str | None, entry_id: str | None) -> LedgerEntry:
+        """`entry`, positional, with the entry's id when the caller has it (`credit`: see there)."""
         state = self.state
         state.seq += 1
         if CHECK_BALANCES:
@@ -417,7 +436,8 @@ class Effects:
             base["program_id"] = state.program_id
             base["program_version"] = self.version
         values = base.copy()
-        values["entry_id"] = derive_id_of("le", (cause, kind, self.version_text, *key))  # (a StrEnum joins as text)
+        values["entry_id"] = (_entry_id(cause, kind, self.version_text, joined(key) if key else None)
+                              if entry_id is None else entry_id)
         values["seq"] = state.seq
         values["kind"] = kind
         values["bucket"] = bucket
@@ -453,7 +473,7 @@ class Effects:
             values["operator_id"] = operator_id
         if shortfall is not None:
             values["shortfall"] = shortfall
-        entry = trusted(LedgerEntry, values)
+        entry = trusted(_LEDGER_ENTRY, values)
         self.outcome.ledger.append(entry)
         return entry
 
@@ -480,9 +500,13 @@ class Effects:
         redemption_id: str | None = None,
     ) -> Lot:
         """Create a lot of `points` (already rounded) and its ledger entry; pays off debt first."""
+        # The lot's and the entry's ids, `derive_id_of("lot", (event_id, *key))` and `derive_id_of("le", (event_id,
+        # kind, version, *key))`, from the key joined once (`ids.id_of_text`): no `(..., *key)` tuples to build.
         event_id = self.event_id
-        lot = Lot(derive_id_of("lot", (event_id, *key)), points, points, promised, self.time, available_at,
-                  expires_at, event_id, origin, condition_code, bill_number, line_item_id, expiry_code, rolling)
+        text = joined(key) if key else None
+        lot = Lot(id_of_text("lot-", event_id if text is None else f"{event_id}\x1f{text}"), points, points,
+                  promised, self.time, available_at, expires_at, event_id, origin, condition_code, bill_number,
+                  line_item_id, expiry_code, rolling)
         if rolling:
             self.any_rolling = True
         state = self.state
@@ -500,9 +524,9 @@ class Effects:
                 self.settle_debt(lot)
             bucket = CURRENT
             kind = kind or EARN
-        self.entry(kind=kind, bucket=bucket, amount=points, key=key, lot=lot, rule=rule,
-                   desired_amount=desired_amount, reason=reason, operator_id=operator_id,
-                   redemption_id=redemption_id)
+        entry_id = _entry_id(event_id, kind, self.version_text, text)
+        self._record(kind, bucket, points, key, None, False, lot, None, FROM_LOT, FROM_LOT, FROM_LOT, desired_amount,
+                     rule, redemption_id, reason, operator_id, None, None, entry_id)
         return lot
 
     def settle_debt(self, lot: Lot) -> None:

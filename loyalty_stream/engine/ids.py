@@ -34,3 +34,20 @@ def derive_id_of(prefix: str, parts: tuple[object, ...]) -> str:
     digest = _copy()
     _update(digest, raw.encode())
     return f"{prefix}-{_hexdigest(digest)}"  # (one string built, where `+` built two)
+
+
+def joined(parts: tuple[object, ...]) -> str:
+    """The text `derive_id_of` hashes for `parts`: for ids built from pieces joined once (`id_of_text`)."""
+    try:
+        return "\x1f".join(parts)  # type: ignore[arg-type]  # not all text: TypeError, handled below
+    except TypeError:
+        return "\x1f".join([p if p.__class__ is str else ("" if p is None else str(p)) for p in parts])
+
+
+def id_of_text(head: str, raw: str) -> str:
+    """`head` (the prefix and its dash) + the hash of `raw`: `derive_id_of(prefix, parts)` is
+    `id_of_text(prefix + "-", joined(parts))`. For ids whose text shares pieces with another's (`Effects.credit`
+    joins a key once for two ids)."""
+    digest = _copy()
+    _update(digest, raw.encode())
+    return head + _hexdigest(digest)
