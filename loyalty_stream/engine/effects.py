@@ -124,10 +124,10 @@ class Outcome:
 class Effects:
     """Collects the outputs of one activity against one customer state."""
 
-    __slots__ = ("activity", "any_rolling", "current_before", "entry_base", "event_id", "event_time", "exponents",
-                 "first_available", "first_expiry", "held", "held_promised", "known", "lifetime_before", "memo",
-                 "memo_owner", "outcome", "program", "promised_before", "scope", "source", "state", "time", "version",
-                 "version_text")
+    __slots__ = ("activity", "any_rolling", "current_before", "entry_base", "entry_owner", "entry_source", "event_id",
+                 "event_time", "exponents", "first_available", "first_expiry", "held", "held_promised", "known",
+                 "lifetime_before", "memo", "memo_owner", "outcome", "program", "promised_before", "scope", "source",
+                 "state", "time", "version", "version_text")
 
     def __init__(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef | None) -> None:
         self.state = state
@@ -191,7 +191,11 @@ class Effects:
         """(current, promised): how many lots hold a remainder of each exponent, counted from the first event
         that can coarsen that balance's scale (see Balances)."""
         self.entry_base: dict[str, Any] | None = None
-        """`_ENTRY` with this customer's fields set (made by the first entry), what `entry` copies."""
+        """`_ENTRY` with this customer's fields and the source fields of `entry_owner` set (made by the first
+        entry), what `entry` copies."""
+        self.entry_owner: Envelope | None = None
+        """The activity whose source fields `entry_base` holds (and the source it was read at, `entry_source`)."""
+        self.entry_source: SourceRef | None = None
 
     def act_for(self, activity: Envelope) -> tuple[Envelope, str, datetime, datetime]:
         """Run effects on behalf of `activity` from now on (`lifecycle.acting_as`, `parking.acting`): its id
@@ -426,15 +430,23 @@ class Effects:
             if bill_number is FROM_LOT:
                 bill_number = None
             available_at = expires_at = None
-        # The fields in declaration order: a copy of a full dict (`_ENTRY`, with the customer's fields already set
-        # in `entry_base`) filled in place, cheaper than a literal this long (CPython builds it as two dicts and
-        # merges them). The template's fields are None, so a None value is not set again.
+        # The fields in declaration order: a copy of a full dict (`_ENTRY`, with the customer's fields and the
+        # activity's source fields already set in `entry_base`) filled in place, cheaper than a literal this long
+        # (CPython builds it as two dicts and merges them). The template's fields are None, so a None value is not
+        # set again; nor are the source fields for an entry of the activity the base was made for (most entries):
+        # scheduled ones and those made on behalf of another activity (`act_for`, `parking.acting`) set theirs.
         base = self.entry_base
         if base is None:
             base = self.entry_base = _ENTRY.copy()
             base["customer_id"] = state.customer_id
             base["program_id"] = state.program_id
             base["program_version"] = self.version
+            base["source_event_id"] = self.event_id
+            base["source_type"] = type(activity).__name__
+            base["source"] = self.source
+            base["occurred_at"] = self.event_time
+            self.entry_owner = activity
+            self.entry_source = self.source
         values = base.copy()
         values["entry_id"] = (_entry_id(cause, kind, self.version_text, joined(key) if key else None)
                               if entry_id is None else entry_id)
@@ -448,10 +460,15 @@ class Effects:
         values["promised_after"] = self.held_promised
         if lot_id is not None:
             values["lot_id"] = lot_id
-        values["source_event_id"] = cause
-        values["source_type"] = source_type or type(activity).__name__
-        if not scheduled:
-            values["source"] = self.source
+        if (scheduled or at is not None or source_type is not None or activity is not self.entry_owner
+                or self.source is not self.entry_source):
+            values["source_event_id"] = cause
+            values["source_type"] = source_type or type(activity).__name__
+            if not scheduled:
+                values["source"] = self.source
+            elif self.entry_source is not None:
+                values["source"] = None
+            values["occurred_at"] = at or self.event_time
         if condition_code is not None:
             values["condition_code"] = condition_code
         if rule is not None:
@@ -466,7 +483,6 @@ class Effects:
             values["available_at"] = available_at
         if expires_at is not None:
             values["expires_at"] = expires_at
-        values["occurred_at"] = at or self.event_time
         if reason is not None:
             values["reason"] = reason
         if operator_id is not None:
