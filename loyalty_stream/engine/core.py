@@ -57,12 +57,16 @@ def apply(
         state = new_state(activity.customer_id, activity.program_id)
     elif not in_place:
         state = clone_state(state)
-    offset_key = f"{source.topic}:{source.partition}" if source is not None else None
-    if offset_key is not None and source is not None and state.offsets.get(offset_key, -1) >= source.offset:
-        return Outcome(state=state, duplicate=True)
+    offset_key: str | None = None
+    offset = 0
+    if source is not None:
+        offset_key = f"{source.topic}:{source.partition}"
+        offset = source.offset  # (read once: a pydantic attribute read)
+        if state.offsets.get(offset_key, -1) >= offset:
+            return Outcome(state=state, duplicate=True)
     if state.seen(activity.event_id) or (state.parked and parking.holds(state, activity.event_id)):
-        if offset_key is not None and source is not None:
-            state.offsets[offset_key] = source.offset
+        if offset_key is not None:
+            state.offsets[offset_key] = offset
         return Outcome(state=state, duplicate=True)
 
     fx = Effects(state, activity, program, source)
@@ -75,8 +79,8 @@ def apply(
     if retention.due(fx):
         retention.prune(fx, at)
     state.remember(fx.event_id)
-    if offset_key is not None and source is not None:
-        state.offsets[offset_key] = source.offset
+    if offset_key is not None:
+        state.offsets[offset_key] = offset
     if state.last_event_time is None or at > state.last_event_time:
         state.last_event_time = at
     return fx.finish()

@@ -57,6 +57,7 @@ _ENTRY: Final = _fields(LedgerEntry)
 _LEDGER_ENTRY: Final = LedgerEntry
 """`LedgerEntry` as a C global (by its name, a module-dict lookup per entry)."""
 _BALANCE_CHANGE: Final = _fields(BalanceChange)
+_BALANCE_CHANGE_TYPE: Final = BalanceChange
 
 # Enum members as module constants: under mypyc `LedgerKind.EARN` is a module-dict lookup and then an attribute
 # lookup through the Enum metaclass (about 900 instructions); a Final is a C global.
@@ -142,8 +143,8 @@ class Effects:
         self.program = program
         self.known: Facts = facts(program)
         """What the engine derived from the program (`engine.facts`), looked up once per activity."""
-        self.version = program.version
-        self.version_text = str(program.version)
+        self.version = version = program.version
+        self.version_text = str(version)
         """The version as the ids write it (text keeps `derive_id` on its fast path)."""
         self.source = source
         self.outcome = Outcome(state=state)
@@ -616,7 +617,7 @@ class Effects:
             or self.outcome.tier_changes
         ):
             values = _BALANCE_CHANGE.copy()  # (as in `entry`)
-            values["change_id"] = derive_id("bc", self.event_id)
+            values["change_id"] = id_of_text("bc-", self.event_id)  # derive_id("bc", event_id), no tuple
             values["customer_id"] = state.customer_id
             values["program_id"] = state.program_id
             values["seq"] = state.seq
@@ -632,5 +633,5 @@ class Effects:
             values["cause_event_id"] = self.event_id
             values["cause_type"] = type(self.activity).__name__
             values["occurred_at"] = self.event_time
-            self.outcome.balance_change = trusted(BalanceChange, values)
+            self.outcome.balance_change = trusted(_BALANCE_CHANGE_TYPE, values)
         return self.outcome

@@ -98,11 +98,14 @@ def prune(fx: Effects, now: datetime) -> None:
     kept_bills: dict[str, str] = {}  # bill number -> the purchase's event id
     if known.return_window is not None:
         horizon = now - known.return_window
-        for number, bill in list(bills.items()):
+        past: list[str] = []  # (deleted after the loop: no copy of the items to iterate, few are past)
+        for number, bill in bills.items():
             if time_of(bill, 1, "event_time") <= horizon:
-                del state.bills[number]
+                past.append(number)
             else:
                 kept_bills[number] = bill[0] if type(bill) is list else bill.event_id
+        for number in past:
+            del state.bills[number]
     else:
         kept_bills = {number: bill[0] if type(bill) is list else bill.event_id for number, bill in bills.items()}
     lots = state.lots

@@ -13,28 +13,53 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Final
 
+from pydantic_core import TzInfo
+
 _BY_OFFSET: Final[dict[timedelta, tzinfo]] = {timedelta(0): UTC}
 _SHARED: Final[set[int]] = {id(UTC)}
 """The ids of the shared zones (each held by `_BY_OFFSET` for good, so an id is never reused)."""
+_PARSED: Final = TzInfo
+"""The zone pydantic gives every date-time it parses (a new object each time: identity tells nothing)."""
+_BY_PARSED: Final[dict[int, tzinfo]] = {}
+"""Shared zones by the hash of a parsed date-time's `TzInfo`, which is a hash of its offset alone (whole seconds)
+and differs for every offset a zone can have (tests/unit/test_engine_fastpath_apply.py checks all of them):
+asking a `TzInfo` for its offset (a call into pydantic returning a new timedelta, hashed for `_BY_OFFSET`) costs
+several times its hash."""
+_combine: Final = datetime.combine
+_DATETIME: Final = datetime
+"""`datetime` as a C global (by its name, a module-dict lookup per call)."""
 
 
 def fixed(at: datetime) -> datetime:
     """`at` with the shared fixed-offset time zone of its UTC offset (the same instant and offset)."""
-    if id(at.tzinfo) in _SHARED:
-        return at  # already there: its offset's shared zone (asking for the offset costs far more)
+    given = at.tzinfo
+    if type(given) is _PARSED:  # (tested first: the activity's time, never a shared zone)
+        key = hash(given)
+        zone = _BY_PARSED.get(key)
+        if zone is None:
+            zone = _BY_PARSED[key] = _shared(at)
+    else:
+        if id(given) in _SHARED:
+            return at  # already there: its offset's shared zone (asking for the offset costs far more)
+        zone = _shared(at)
+        if given is zone:
+            return at
+    if type(at) is not _DATETIME:
+        return at.replace(tzinfo=zone)  # (a subclass would not survive `combine`)
+    # The same wall time and `fold` under `zone` (it has `at`'s offset): what `replace` gives, in a fifth of the
+    # time (`replace` parses its keyword), and half of `astimezone`'s (which asks `at` for its offset again).
+    return _combine(at, at.time(), zone)
+
+
+def _shared(at: datetime) -> tzinfo:
+    """The shared zone of `at`'s UTC offset."""
     offset = at.utcoffset()
     assert offset is not None, "the engine only handles aware date-times"
     zone = _BY_OFFSET.get(offset)
     if zone is None:
         zone = _BY_OFFSET[offset] = timezone(offset)
         _SHARED.add(id(zone))
-    if at.tzinfo is zone:
-        return at
-    if at.fold or type(at) is not datetime:
-        return at.replace(tzinfo=zone)
-    # The same wall time under `zone` (it has `at`'s offset): what `replace` gives, in half the time. Only
-    # `fold` could differ (0 here), and a subclass would not survive, hence those two cases above.
-    return at.astimezone(zone)
+    return zone
 
 
 class TextMemo:
