@@ -18,13 +18,26 @@ from pydantic_core import TzInfo
 _BY_OFFSET: Final[dict[timedelta, tzinfo]] = {timedelta(0): UTC}
 _SHARED: Final[set[int]] = {id(UTC)}
 """The ids of the shared zones (each held by `_BY_OFFSET` for good, so an id is never reused)."""
-_PARSED: Final = TzInfo
-"""The zone pydantic gives every date-time it parses (a new object each time: identity tells nothing)."""
+
+
+def _hash_keys_offsets() -> bool:
+    """Whether a `TzInfo`'s hash stands for its offset here: equal for equal offsets, apart for the offsets of
+    whole minutes (every real zone's). tests/unit/test_engine_fastpath_apply.py checks every offset in seconds;
+    this guards a pydantic_core whose hash changed (by object, or coarser) from ever reaching `fixed`'s cache."""
+    minutes = range(-24 * 60 + 1, 24 * 60)
+    hashes = {hash(TzInfo(minute * 60)) for minute in minutes}
+    return len(hashes) == len(minutes) and all(hash(TzInfo(s)) == hash(TzInfo(s)) for s in (0, 19800, -18000))
+
+
+_PARSED: Final[type | None] = TzInfo if _hash_keys_offsets() else None
+"""The zone pydantic gives every date-time it parses (a new object each time: identity tells nothing); None
+when its hash cannot key `_BY_PARSED` (then parsed zones take the offset path)."""
 _BY_PARSED: Final[dict[int, tzinfo]] = {}
 """Shared zones by the hash of a parsed date-time's `TzInfo`, which is a hash of its offset alone (whole seconds)
-and differs for every offset a zone can have (tests/unit/test_engine_fastpath_apply.py checks all of them):
-asking a `TzInfo` for its offset (a call into pydantic returning a new timedelta, hashed for `_BY_OFFSET`) costs
-several times its hash."""
+and differs for every offset a zone can have: asking a `TzInfo` for its offset (a call into pydantic returning a
+new timedelta, hashed for `_BY_OFFSET`) costs several times its hash. Bounded like the other caches: a zone
+whose hash were per object could not make it grow without end."""
+_PARSED_LIMIT: Final = 4096
 _combine: Final = datetime.combine
 _DATETIME: Final = datetime
 """`datetime` as a C global (by its name, a module-dict lookup per call)."""
@@ -37,6 +50,8 @@ def fixed(at: datetime) -> datetime:
         key = hash(given)
         zone = _BY_PARSED.get(key)
         if zone is None:
+            if len(_BY_PARSED) >= _PARSED_LIMIT:
+                _BY_PARSED.clear()
             zone = _BY_PARSED[key] = _shared(at)
     else:
         if id(given) in _SHARED:

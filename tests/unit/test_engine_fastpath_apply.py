@@ -47,6 +47,18 @@ def test_every_offset_has_its_own_tzinfo_hash() -> None:
     assert len(hashes) == 2 * 86_399 + 1
 
 
+def test_the_parsed_zone_cache_is_on_and_bounded() -> None:
+    """The import-time guard accepts this pydantic_core (else `fixed` takes the slower offset path), and the
+    cache never holds more than its bound however many zones pass."""
+    assert times._hash_keys_offsets()
+    assert times._PARSED is TzInfo
+    for seconds in range(3 * times._PARSED_LIMIT):  # as many distinct zones (seconds of offset)
+        parsed = datetime(2024, 5, 1, 12, tzinfo=TzInfo(seconds))
+        assert fixed(parsed).utcoffset() == timedelta(seconds=seconds)
+        assert len(times._BY_PARSED) <= times._PARSED_LIMIT
+    assert 0 < len(times._BY_PARSED) <= times._PARSED_LIMIT
+
+
 @pytest.mark.parametrize("offset", OFFSETS)
 def test_fixed_of_parsed_times_matches_the_plain_zone(offset: str) -> None:
     for text in (f"2024-10-01T10:00:00{offset}", f"2024-03-31T01:59:59.123456{offset}", f"1999-12-31T23:30{offset}"):
