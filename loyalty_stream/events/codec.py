@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable
-from decimal import Decimal
-from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from loyalty_stream.engine.state import OUTPUT_OPTIONS, json_default
 from loyalty_stream.events.activities import ACTIVITY_TYPES, activity_adapter
 from loyalty_stream.events.envelope import Envelope
 
@@ -61,14 +60,6 @@ def decode_activity(raw: bytes | None) -> Envelope:
     raise DecodeError("schema_violation", f"{kind}: {_describe(validation)}")
 
 
-def _fields(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, BaseModel):
-        return value.__dict__
-    raise TypeError(type(value).__name__)
-
-
 def encode(message: BaseModel) -> bytes:
     """Canonical JSON of an output or activity (decimals as strings, so consumers never see a float).
 
@@ -77,7 +68,7 @@ def encode(message: BaseModel) -> bytes:
     the model's fields, which is several times faster; anything orjson cannot write (a lone surrogate, an
     integer beyond 64 bits) goes through pydantic's serializer."""
     try:
-        return orjson.dumps(message.__dict__, default=_fields, option=orjson.OPT_UTC_Z)
+        return orjson.dumps(message.__dict__, default=json_default, option=OUTPUT_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
         return message.__pydantic_serializer__.to_json(message)
 
