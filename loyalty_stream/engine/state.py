@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timezone, tzinfo
+from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final, TypeVar
 
 import orjson
-from pydantic import BaseModel
 
 from loyalty_stream.engine.times import fixed
 from loyalty_stream.events.activities import activity_adapter
+from loyalty_stream.events.codec import encode
 from loyalty_stream.events.envelope import Envelope
 from loyalty_stream.events.outputs import SourceRef
 
@@ -436,53 +436,6 @@ def _unjson(value: Any) -> Any:
     return value
 
 
-_DECIMAL: Final = Decimal
-_DATETIME: Final = datetime
-_MODELS: Final[set[type]] = set()
-"""The output contract types `json_default` met (their instances written as their fields)."""
-_JSON_TIMES: Final[dict[int, tuple[object, orjson.Fragment]]] = {}
-"""`json_default`'s memo: the JSON of a date-time by identity (with the object, so its id is not reused)."""
-_JSON_TIMES_LIMIT: Final = 4096
-_UTC_Z: Final = orjson.OPT_UTC_Z
-OUTPUT_OPTIONS: Final = orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_DATETIME
-"""The orjson options of the outputs with `json_default`: date-times are handed to it (it writes what
-`OPT_UTC_Z` alone would)."""
-
-
-def json_default(value: object) -> object:
-    """orjson's `default` for the outputs (`events.codec.encode`, with `OUTPUT_OPTIONS`): a Decimal as its
-    `str`, a nested contract (a ledger entry's `SourceRef`, a redemption's lots) as its fields, a date-time as
-    the JSON orjson writes for it under `OPT_UTC_Z` (so the bytes are orjson's own), remembered by identity:
-    an activity's outputs share its date-times (its time, its lots' expiry and availability; 95 % hits), and
-    a kept fragment costs less than orjson formatting the date-time again (it asks the zone for its offset).
-
-    Here because this module is compiled: orjson calls it for every Decimal and date-time of every output
-    (about 50 per record); interpreted, each call cost twice as much."""
-    kind = type(value)
-    if kind is _DATETIME:
-        memo = _JSON_TIMES
-        hit = memo.get(id(value))
-        if hit is not None:
-            return hit[1]
-        text = _FRAGMENT(_DUMPS(value, option=_UTC_Z))
-        if len(memo) >= _JSON_TIMES_LIMIT:
-            memo.clear()
-        memo[id(value)] = (value, text)
-        return text
-    if kind is _DECIMAL:
-        return str(value)
-    if kind in _MODELS:
-        return value.__dict__
-    if isinstance(value, BaseModel):
-        _MODELS.add(kind)
-        return value.__dict__
-    if isinstance(value, _DECIMAL):
-        return str(value)
-    if isinstance(value, (date, time)):  # a date, a time, a subclass: orjson's own JSON of it
-        return _FRAGMENT(_DUMPS(value, option=_UTC_Z))
-    raise TypeError(kind.__name__)
-
-
 def _unchanged_memo(lot: Lot) -> list[Any] | None:
     """The lot's memo (its stored row, then the objects it was made from) while the lot is unchanged: while
     every field still holds the object it held when stored (the fields the engine changes are tested first)."""
@@ -650,8 +603,6 @@ def _redemption_from(rid: str, row: list[Any]) -> Redemption:
 
 
 def _parked_to(parked: Parked) -> list[Any]:
-    from loyalty_stream.events.codec import encode  # here: the codec imports this module (`json_default`)
-
     source = parked.source
     return [orjson.loads(encode(parked.activity)),
             None if source is None else [source.topic, source.partition, source.offset], parked.applied]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from loyalty_stream.engine.state import OUTPUT_OPTIONS, json_default
+from loyalty_stream.engine.json_out import OUTPUT_OPTIONS, json_default
 from loyalty_stream.events.activities import ACTIVITY_TYPES, activity_adapter
 from loyalty_stream.events.envelope import Envelope
 

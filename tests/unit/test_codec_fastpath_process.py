@@ -11,7 +11,8 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from loyalty_stream.engine.state import _iso, json_default
+from loyalty_stream.engine.json_out import json_default
+from loyalty_stream.engine.state import _iso
 from loyalty_stream.events.activities import Registration, RegistrationPayload
 from loyalty_stream.events.codec import encode
 from loyalty_stream.events.outputs import Bucket, LedgerEntry, LedgerKind, SourceRef
