@@ -37,7 +37,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from functools import partial
+from operator import attrgetter
+from typing import Any, Final
 
 from loyalty_stream.engine import periods
 from loyalty_stream.engine.state import ZERO, CustomerState
@@ -103,6 +105,9 @@ Getter = Callable[[Env], Any]
 class Attr:
     type: str
     get: Getter
+    each: tuple[Getter, Getter] | None = None
+    """For a list of one field of records (`transaction.categories`): (records, field) getters, so that a
+    literal text is looked for with no list built (see `_Compiler.membership`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,12 +440,25 @@ def parse(text: str) -> Node:
 Fn = Callable[[Env], Any]
 
 
+Check = Callable[[Any], Any]
+Test = tuple[Getter, Check]
+"""A condition part as (get, check): the part's value is `check(get(env))`, with the same result and the
+same errors as its generic closure; both are C callables where possible (an `attrgetter`, an operator
+`partial`, a set's `__contains__`) so a test costs no Python frame."""
+
+
 @dataclass(frozen=True, slots=True)
 class Typed:
     type: str
     fn: Fn
     const: bool = False
     value: Any = None
+    each: tuple[Getter, Getter] | None = None
+    """A name's `Attr.each`."""
+    parts: tuple[Test, ...] = ()
+    """Fast form of a bool: one test, or the tests of an `and` (`any_of` False) / `or` chain, each giving
+    exactly True or False. `compile_condition` runs them in one closure; `fn` is the generic form."""
+    any_of: bool = False
 
 
 def _const(value: Any, type_: str) -> Typed:
@@ -493,9 +511,11 @@ def _compatible(a: str, b: str) -> bool:
 
 
 class _Compiler:
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, fast: bool = True) -> None:
         self.schema = schema
         self.used: set[str] = set()
+        self.fast = fast
+        """Whether to give bools their `parts` (off: only the generic closures, which tests compare with)."""
 
     def compile(self, node: Node) -> Typed:
         if isinstance(node, Literal):
@@ -524,7 +544,7 @@ class _Compiler:
         attr = self.schema.names.get(dotted)
         if attr is not None:
             self.used.add(dotted)
-            return Typed(attr.type, attr.get)
+            return Typed(attr.type, attr.get, each=attr.each)
         prefix = ".".join(node.parts[:-1])
         if len(node.parts) > 1 and prefix in self.schema.maps:
             field = node.parts[-1]
@@ -616,13 +636,19 @@ class _Compiler:
         self.require(left, BOOL, f"'{node.op}'", node.left)
         self.require(right, BOOL, f"'{node.op}'", node.right)
         lf, rf = left.fn, right.fn
-        if left.type == BOOL and right.type == BOOL:
-            if node.op == "and":
-                return Typed(BOOL, lambda env: lf(env) and rf(env))
-            return Typed(BOOL, lambda env: lf(env) or rf(env))
-        if node.op == "and":
-            return Typed(BOOL, lambda env: _bool(lf(env)) and _bool(rf(env)))
-        return Typed(BOOL, lambda env: _bool(lf(env)) or _bool(rf(env)))
+        fn: Fn
+        if left.type == BOOL and right.type == BOOL and node.op == "and":
+            fn = lambda env: lf(env) and rf(env)  # noqa: E731
+        elif left.type == BOOL and right.type == BOOL:
+            fn = lambda env: lf(env) or rf(env)  # noqa: E731
+        elif node.op == "and":
+            fn = lambda env: _bool(lf(env)) and _bool(rf(env))  # noqa: E731
+        else:
+            fn = lambda env: _bool(lf(env)) or _bool(rf(env))  # noqa: E731
+        if not self.fast:
+            return Typed(BOOL, fn)
+        any_of = node.op == "or"
+        return Typed(BOOL, fn, parts=(*_chained(left, any_of), *_chained(right, any_of)), any_of=any_of)
 
     def arithmetic(self, node: Binary) -> Typed:
         left, right = self.compile(node.left), self.compile(node.right)
@@ -649,11 +675,16 @@ class _Compiler:
             same = left.type == right.type and left.type in (NUMBER, STRING)
             if op == "==":
                 if same:
-                    return Typed(BOOL, lambda env: lf(env) == rf(env))
-                return Typed(BOOL, lambda env: _eq(lf(env), rf(env)))
-            if same:
-                return Typed(BOOL, lambda env: lf(env) != rf(env))
-            return Typed(BOOL, lambda env: not _eq(lf(env), rf(env)))
+                    fn: Fn = lambda env: lf(env) == rf(env)  # noqa: E731
+                else:
+                    fn = lambda env: _eq(lf(env), rf(env))  # noqa: E731
+            elif same:
+                fn = lambda env: lf(env) != rf(env)  # noqa: E731
+            else:
+                fn = lambda env: not _eq(lf(env), rf(env))  # noqa: E731
+            if not self.fast or left.const or not right.const:
+                return Typed(BOOL, fn)
+            return Typed(BOOL, fn, parts=((lf, _equality_check(op, same, right.value)),))
         for side, typed in ((node.left, left), (node.right, right)):
             if typed.type not in (NUMBER, STRING, ANY):
                 raise ExpressionError(f"{op!r} compares numbers or strings, got {typed.type}", side.column)
@@ -661,7 +692,9 @@ class _Compiler:
         if left.type == NUMBER and right.type == NUMBER:
             if right.const:  # (`amount >= 1000`: the literal bound, not read through a call per evaluation)
                 limit = right.value
-                return Typed(BOOL, lambda env: order(lf(env), limit))
+                # Fast form `limit <= amount`: the same for two numbers (a NaN fails either way round).
+                parts = ((lf, partial(_REFLECTED[op], limit)),) if self.fast and not left.const else ()
+                return Typed(BOOL, lambda env: order(lf(env), limit), parts=parts)
             return Typed(BOOL, lambda env: order(lf(env), rf(env)))
         return Typed(BOOL, lambda env: _ordered(order, lf(env), rf(env)))
 
@@ -682,6 +715,13 @@ class _Compiler:
                 value = lf(env)
                 return ((_kind(value), value) in keys) != negate
 
+            # A text (or number) name among literal texts (numbers) or nulls: its kind is its type's, so a
+            # set of the plain values gives the same answer as the (kind, value) pairs, from C.
+            kinds = {_kind(v) for v in right.value}
+            if self.fast and not left.const and left.type in (NUMBER, STRING) and kinds <= {left.type, NULL}:
+                plain = frozenset(right.value)
+                check: Check = partial(_absent, plain) if negate else plain.__contains__
+                return Typed(BOOL, member_const, parts=((lf, check),))
             return Typed(BOOL, member_const)
 
         if left.const and isinstance(left.value, str):
@@ -696,6 +736,12 @@ class _Compiler:
                     raise EvalError(f"not a list: {items!r}")
                 return (text in items) != negate
 
+            if self.fast and right.each is not None:
+                # `"fuel" in transaction.categories` as `"fuel" in map(category, line_items)`: no list and no
+                # Python frame per item; a text never equals the None the list leaves out.
+                records, field = right.each
+                look: Check = partial(_lacks if negate else _has, text, field)
+                return Typed(BOOL, member_text, parts=((records, look),))
             return Typed(BOOL, member_text)
 
         def member(env: Env) -> bool:
@@ -713,6 +759,45 @@ def _ordered(order: Callable[[Any, Any], bool], a: Any, b: Any) -> bool:
     if ka != kb or ka not in (NUMBER, STRING):
         raise EvalError(f"cannot order {a!r} and {b!r}")
     return order(a, b)
+
+
+def _chained(typed: Typed, any_of: bool) -> tuple[Test, ...]:
+    """An operand of an `and` (`or`) as tests of that chain: its own (one test, or a chain of the same
+    operator) or its generic closure; an `any` operand must give a bool, as `_bool` checks generically."""
+    if typed.type != BOOL:
+        return ((typed.fn, _bool),)
+    if typed.parts and (len(typed.parts) == 1 or typed.any_of == any_of):
+        return typed.parts
+    return ((typed.fn, _IS_TRUE),)
+
+
+def _ne(a: Any, b: Any) -> bool:
+    return not _eq(a, b)
+
+
+def _equality_check(op: str, same: bool, value: Any) -> Check:
+    """`x == value` as a check of x: `value == x` when both sides are of one declared kind (texts and
+    numbers compare the same either way round), `x is None` for null, else `_eq` (symmetric)."""
+    if value is None:
+        return partial(operator.is_ if op == "==" else operator.is_not, None)
+    if same:
+        return partial(operator.eq if op == "==" else operator.ne, value)
+    return partial(_eq if op == "==" else _ne, value)
+
+
+def _absent(values: frozenset[Any], value: Any) -> bool:
+    return value not in values
+
+
+def _has(text: str, field: Getter, records: Any) -> bool:
+    return text in map(field, records)
+
+
+def _lacks(text: str, field: Getter, records: Any) -> bool:
+    return text not in map(field, records)
+
+
+_IS_TRUE: Final = partial(operator.is_, True)
 
 
 def _div(a: Decimal, b: Decimal) -> Decimal:
@@ -733,6 +818,9 @@ _ARITHMETIC: dict[str, Callable[[Decimal, Decimal], Decimal]] = {
     "*": lambda a, b: a * b,
     "/": _div,
     "%": _mod,
+}
+_REFLECTED: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.gt, "<=": operator.ge, ">": operator.lt, ">=": operator.le,
 }
 _ORDERING: dict[str, Callable[[Any, Any], bool]] = {
     # The operator module's functions (no Python frame per comparison): they only ever order numbers with
@@ -800,19 +888,24 @@ class CompiledCondition:
     """Schema names the condition reads (introspection, docs)."""
 
 
-def compile_condition(text: str, activity: str) -> CompiledCondition:
-    """Parse, type-check and compile a rule condition for `activity`; raises ExpressionError."""
+def compile_condition(text: str, activity: str, fast: bool = True) -> CompiledCondition:
+    """Parse, type-check and compile a rule condition for `activity`; raises ExpressionError.
+
+    `fast` (the default) runs a condition made of tests (see `Test`) in one closure; False keeps the
+    generic closures (tests compare the two)."""
     schema = SCHEMAS.get(activity)
     if schema is None:
         raise ExpressionError(f"no expression schema for activity {activity!r}", 1)
     node = parse(text)
-    compiler = _Compiler(schema)
+    compiler = _Compiler(schema, fast)
     typed = compiler.compile(node)
     if typed.type not in (BOOL, ANY):
         raise ExpressionError(f"a condition must be true or false, this is a {typed.type}", node.column)
     names = frozenset(compiler.used)
     if typed.const:
         return CompiledCondition(text, _always if typed.value is True else _never, names)
+    if typed.parts:
+        return CompiledCondition(text, _holds(typed.parts, typed.any_of), names)
     fn = typed.fn
 
     def holds(env: Env) -> bool:
@@ -822,6 +915,41 @@ def compile_condition(text: str, activity: str) -> CompiledCondition:
             return False
 
     return CompiledCondition(text, holds, names)
+
+
+def _holds(parts: tuple[Test, ...], any_of: bool) -> Predicate:
+    """One closure for the whole condition (each test gives exactly True or False): what the generic
+    closures compute, with a Python frame per condition instead of several per name and operator."""
+    if len(parts) == 1:
+        ((get, check),) = parts
+
+        def holds(env: Env) -> bool:
+            try:
+                return check(get(env)) is True
+            except (EvalError, ArithmeticError):
+                return False
+
+    elif any_of:
+        def holds(env: Env) -> bool:
+            try:
+                for get, check in parts:  # noqa: SIM110 (any() would add a generator frame)
+                    if check(get(env)) is True:
+                        return True
+                return False
+            except (EvalError, ArithmeticError):
+                return False
+
+    else:
+        def holds(env: Env) -> bool:
+            try:
+                for get, check in parts:  # noqa: SIM110 (all() would add a generator frame)
+                    if check(get(env)) is not True:
+                        return False
+                return True
+            except (EvalError, ArithmeticError):
+                return False
+
+    return holds
 
 
 def evaluate(text: str, activity: str, env: Env) -> bool:
@@ -848,16 +976,16 @@ def _customer() -> tuple[dict[str, Attr], dict[str, Getter], dict[str, Func]]:
 
     names = {
         "customer.tier": Attr(STRING, lambda env: env.state.tier or env.program.lowest_tier),
-        "customer.lifetime_points": Attr(NUMBER, lambda env: env.state.lifetime_earned),
-        "customer.lifetime_purchases": Attr(NUMBER, lambda env: env.state.lifetime_purchases),
-        "customer.purchase_count": Attr(NUMBER, lambda env: _dec(env.state.purchase_count)),
-        "customer.current_points": Attr(NUMBER, lambda env: env.state.current),
-        "customer.promised_points": Attr(NUMBER, lambda env: env.state.promised),
+        "customer.lifetime_points": Attr(NUMBER, attrgetter("state.lifetime_earned")),
+        "customer.lifetime_purchases": Attr(NUMBER, attrgetter("state.lifetime_purchases")),
+        "customer.purchase_count": Attr(NUMBER, lambda env: Decimal(env.state.purchase_count)),
+        "customer.current_points": Attr(NUMBER, attrgetter("state.current")),
+        "customer.promised_points": Attr(NUMBER, attrgetter("state.promised")),
         "customer.points_redeemed_today": Attr(NUMBER, redeemed("day")),
         "customer.points_redeemed_in_calendar_week": Attr(NUMBER, redeemed("calendar_week")),
         "customer.points_redeemed_in_calendar_month": Attr(NUMBER, redeemed("calendar_month")),
         "customer.registered": Attr(BOOL, lambda env: env.state.registered_at is not None),
-        "event.type": Attr(STRING, lambda env: env.activity_name),
+        "event.type": Attr(STRING, attrgetter("activity_name")),
         "event.date": Attr(STRING, lambda env: env.local.date().isoformat()),
         "event.hour": Attr(NUMBER, lambda env: _dec(env.local.hour)),
         "event.weekday": Attr(NUMBER, lambda env: _dec(env.local.isoweekday())),
@@ -872,8 +1000,8 @@ def _customer() -> tuple[dict[str, Attr], dict[str, Getter], dict[str, Func]]:
     ):
         names[alias] = names[name]
     maps: dict[str, Getter] = {
-        "customer.custom_fields": lambda env: env.state.custom_fields,
-        "customer.extended_fields": lambda env: env.state.extended_fields,
+        "customer.custom_fields": attrgetter("state.custom_fields"),
+        "customer.extended_fields": attrgetter("state.extended_fields"),
     }
     past_days = Func(
         (NUMBER,), NUMBER, lambda env, n: periods.points_redeemed_past_days(env.state, env.at, _days(n))
@@ -889,40 +1017,47 @@ def _tender_amount(env: Env, mode: Any) -> Decimal:
     return sum((t.amount for t in env.activity.payload.tenders if t.mode == mode), ZERO)
 
 
-def _transaction() -> tuple[dict[str, Attr], dict[str, Getter], dict[str, Func]]:
-    def p(env: Env) -> Any:
-        return env.activity.payload
+def _payload(field: str) -> Getter:
+    """`env.activity.payload.<field>` read from C (no Python frame)."""
+    return attrgetter(f"activity.payload.{field}")
 
-    count = Attr(NUMBER, lambda env: _dec(len(p(env).line_items)))
+
+def _transaction() -> tuple[dict[str, Attr], dict[str, Getter], dict[str, Func]]:
+    items, tenders = _payload("line_items"), _payload("tenders")
+    count = Attr(NUMBER, lambda env: Decimal(len(env.activity.payload.line_items)))
     names = {
-        "transaction.amount": Attr(NUMBER, lambda env: p(env).amount),
-        "transaction.bill_number": Attr(STRING, lambda env: p(env).bill_number),
-        "transaction.channel": Attr(STRING, lambda env: p(env).channel),
-        "transaction.store": Attr(STRING, lambda env: p(env).store),
+        "transaction.amount": Attr(NUMBER, _payload("amount")),
+        "transaction.bill_number": Attr(STRING, _payload("bill_number")),
+        "transaction.channel": Attr(STRING, _payload("channel")),
+        "transaction.store": Attr(STRING, _payload("store")),
         "transaction.line_item_count": count,
         "line_item_count": count,
         "transaction.total_quantity": Attr(
-            NUMBER, lambda env: sum((i.quantity for i in p(env).line_items), ZERO)
+            NUMBER, lambda env: sum((i.quantity for i in env.activity.payload.line_items), ZERO)
         ),
-        "transaction.skus": Attr(LIST_STRING, lambda env: [i.sku for i in p(env).line_items]),
+        "transaction.skus": Attr(
+            LIST_STRING, lambda env: [i.sku for i in env.activity.payload.line_items],
+            (items, attrgetter("sku")),
+        ),
         "transaction.categories": Attr(
-            LIST_STRING, lambda env: [i.category for i in p(env).line_items if i.category is not None]
+            LIST_STRING,
+            lambda env: [i.category for i in env.activity.payload.line_items if i.category is not None],
+            (items, attrgetter("category")),
         ),
-        "transaction.tender_modes": Attr(LIST_STRING, lambda env: [t.mode for t in p(env).tenders]),
+        "transaction.tender_modes": Attr(
+            LIST_STRING, lambda env: [t.mode for t in env.activity.payload.tenders], (tenders, attrgetter("mode"))
+        ),
     }
     maps: dict[str, Getter] = {
-        "transaction.custom_fields": lambda env: p(env).custom_fields,
-        "transaction.extended_fields": lambda env: p(env).extended_fields,
+        "transaction.custom_fields": _payload("custom_fields"),
+        "transaction.extended_fields": _payload("extended_fields"),
     }
     functions = {"transaction.tender_amount": Func((STRING,), NUMBER, _tender_amount)}
     return names, maps, functions
 
 
 def _payload_maps(prefix: str, *fields: str) -> dict[str, Getter]:
-    def getter(field: str) -> Getter:
-        return lambda env: getattr(env.activity.payload, field)
-
-    return {f"{prefix}.{field}": getter(field) for field in fields}
+    return {f"{prefix}.{field}": _payload(field) for field in fields}
 
 
 def _build_schemas() -> dict[str, Schema]:
@@ -931,26 +1066,26 @@ def _build_schemas() -> dict[str, Schema]:
     per_activity: dict[str, tuple[dict[str, Attr], dict[str, Getter], dict[str, Func]]] = {
         "TransactionAdd": (tx_names, tx_maps, tx_functions),
         "Registration": (
-            {"registration.tier": Attr(STRING, lambda env: env.activity.payload.tier)},
+            {"registration.tier": Attr(STRING, _payload("tier"))},
             _payload_maps("registration", "custom_fields", "extended_fields"),
             {},
         ),
         "CustomerUpdate": ({}, _payload_maps("update", "custom_fields", "extended_fields"), {}),
         "Engagement": (
             {
-                "engagement.event_name": Attr(STRING, lambda env: env.activity.payload.event_name),
+                "engagement.event_name": Attr(STRING, _payload("event_name")),
                 "engagement.category": Attr(
                     STRING, lambda env: CATEGORY_OF.get(env.activity.payload.event_name)
                 ),
-                "engagement.count": Attr(NUMBER, lambda env: _dec(env.activity.payload.count)),
+                "engagement.count": Attr(NUMBER, lambda env: Decimal(env.activity.payload.count)),
             },
             _payload_maps("engagement", "attributes"),
             {},
         ),
         "PointsRedemption": (
             {
-                "redemption.points": Attr(NUMBER, lambda env: env.activity.payload.points),
-                "redemption.bill_number": Attr(STRING, lambda env: env.activity.payload.bill_number),
+                "redemption.points": Attr(NUMBER, _payload("points")),
+                "redemption.bill_number": Attr(STRING, _payload("bill_number")),
             },
             {},
             {},
@@ -962,9 +1097,9 @@ def _build_schemas() -> dict[str, Schema]:
         ),
         "TierChange": (
             {
-                "tier_change.from_tier": Attr(STRING, lambda env: env.activity.from_tier),
-                "tier_change.to_tier": Attr(STRING, lambda env: env.activity.to_tier),
-                "tier_change.reason": Attr(STRING, lambda env: env.activity.reason),
+                "tier_change.from_tier": Attr(STRING, attrgetter("activity.from_tier")),
+                "tier_change.to_tier": Attr(STRING, attrgetter("activity.to_tier")),
+                "tier_change.reason": Attr(STRING, attrgetter("activity.reason")),
             },
             {},
             {},
