@@ -170,14 +170,19 @@ def points_for(program: Program, info: EarnInfo, tier: str, source: Decimal, sta
     if shape == _OTHER:
         return points_on(program, info.condition, tier, source, state, activity, at)
     values = info.values
-    value = info.value if values is None else values.get(tier)
+    return _shaped(shape, info.value if values is None else values.get(tier), source, info.step, info.rounding)
+
+
+def _shaped(shape: int, value: Decimal | None, source: Decimal, step: Decimal, rounding: str) -> Decimal:
+    """The points of a fixed, prorated or step allocation whose value for the tier is `value` (None: the tier
+    gets none): the arithmetic `points_on` and `points_for` share."""
     if shape == _PRORATED:
         return ZERO if value is None else source * value / _HUNDRED
     if shape == _FIXED:
         return value or ZERO
     if value is None or source <= ZERO:
         return ZERO
-    return (source / info.step).to_integral_value(rounding=info.rounding) * value
+    return (source / step).to_integral_value(rounding=rounding) * value
 
 
 def points_on(program: Program, condition: EarnCondition, tier: str, source: Decimal, state: CustomerState,
@@ -185,16 +190,12 @@ def points_on(program: Program, condition: EarnCondition, tier: str, source: Dec
     """Exact points `condition` gives for `source` (an amount or a field value) to a customer in `tier`."""
     allocation = condition.allocation
     if isinstance(allocation, FixedAllocation):
-        return for_tier(allocation.points, tier) or ZERO
+        return _shaped(_FIXED, for_tier(allocation.points, tier), source, _HUNDRED, ROUND_FLOOR)
     if isinstance(allocation, ProratedAllocation):
-        percent = for_tier(allocation.percent, tier)
-        return ZERO if percent is None else source * percent / HUNDRED
+        return _shaped(_PRORATED, for_tier(allocation.percent, tier), source, _HUNDRED, ROUND_FLOOR)
     if isinstance(allocation, StepAllocation):
-        points = for_tier(allocation.points, tier)
-        if points is None or source <= ZERO:
-            return ZERO
         mode = ROUND_FLOOR if allocation.count == "full" else ROUND_CEILING
-        return (source / allocation.step).to_integral_value(rounding=mode) * points
+        return _shaped(_STEP, for_tier(allocation.points, tier), source, allocation.step, mode)
     if isinstance(allocation, MultiplierAllocation):
         percent = for_tier(allocation.percent, tier)
         if percent is None or not window_contains(allocation, at):

@@ -13,15 +13,16 @@ from typing import Final
 import orjson
 from pydantic import BaseModel
 
+from loyalty_stream.engine.times import IdentityMemo
+
 _DUMPS: Final = orjson.dumps
 _FRAGMENT: Final = orjson.Fragment
 _DECIMAL: Final = Decimal
 _DATETIME: Final = datetime
 _MODELS: Final[set[type]] = set()
 """The output contract types `json_default` met (their instances written as their fields)."""
-_JSON_TIMES: Final[dict[int, tuple[object, orjson.Fragment]]] = {}
-"""`json_default`'s memo: the JSON of a date-time by identity (with the object, so its id is not reused)."""
-_JSON_TIMES_LIMIT: Final = 4096
+_JSON_TIMES: Final[IdentityMemo[orjson.Fragment]] = IdentityMemo()
+"""`json_default`'s memo: the JSON of a date-time by identity."""
 _UTC_Z: Final = orjson.OPT_UTC_Z
 OUTPUT_OPTIONS: Final = orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_DATETIME
 """The orjson options of the outputs with `json_default`: date-times are handed to it (it writes what
@@ -39,15 +40,10 @@ def json_default(value: object) -> object:
     (about 50 per record); interpreted, each call cost twice as much."""
     kind = type(value)
     if kind is _DATETIME:
-        memo = _JSON_TIMES
-        hit = memo.get(id(value))
-        if hit is not None:
-            return hit[1]
-        text = _FRAGMENT(_DUMPS(value, option=_UTC_Z))
-        if len(memo) >= _JSON_TIMES_LIMIT:
-            memo.clear()
-        memo[id(value)] = (value, text)
-        return text
+        kept = _JSON_TIMES.get(value)
+        if kept is not None:
+            return kept
+        return _JSON_TIMES.put(value, _FRAGMENT(_DUMPS(value, option=_UTC_Z)))
     if kind is _DECIMAL:
         return str(value)
     if kind in _MODELS:

@@ -317,22 +317,28 @@ def transitions(state: CustomerState, program: Program, until: datetime | None =
     return [_as_transition(t) for t in _collect(state, _program_dues(program), until)[0]]
 
 
+def _batch_ends(pending: list[_Pending], fixed_offsets: bool) -> list[int]:
+    """Where each batch of `pending` ends: a batch is the transitions due at one instant (`_instant`)."""
+    ends: list[int] = []
+    count = len(pending)
+    index = 0
+    while index < count:
+        instant = _instant(pending[index][0], fixed_offsets)
+        index += 1
+        while index < count and instant == _instant(pending[index][0], fixed_offsets):
+            index += 1
+        ends.append(index)
+    return ends
+
+
 def _batches(state: CustomerState, program: Program, until: datetime) -> Iterator[list[Transition]]:
     """`transitions` cut into the batches due at one instant (taken before the first batch applies): the
     batches `materialise` applies."""
     pending, fixed_offsets = _collect(state, _program_dues(program), until)
-    batch: list[Transition] = []
-    instant: datetime | None = None
-    for t in pending:
-        at = _instant(t[0], fixed_offsets)
-        if instant is not None and instant != at:
-            yield batch
-            batch = []
-        if not batch:
-            instant = at
-        batch.append(_as_transition(t))
-    if batch:
-        yield batch
+    start = 0
+    for end in _batch_ends(pending, fixed_offsets):
+        yield [_as_transition(t) for t in pending[start:end]]
+        start = end
 
 
 def next_transition(state: CustomerState, program: Program) -> Due | None:
@@ -575,14 +581,9 @@ def materialise(fx: Effects, until: datetime) -> None:
     DelayedAccrual rule sets, once for the batch), then reminders, then expiries (the order they sort in)."""
     dues = _program_dues(fx.program)
     pending, fixed_offsets = _collect(fx.state, dues, until)
-    count = len(pending)
     start = 0
-    while start < count:
+    for end in _batch_ends(pending, fixed_offsets):
         first = pending[start]
-        instant = _instant(first[0], fixed_offsets)
-        end = start + 1
-        while end < count and instant == _instant(pending[end][0], fixed_offsets):
-            end += 1
         converted: list[tuple[Lot, Decimal]] = []
         index = start
         while index < end:

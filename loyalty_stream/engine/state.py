@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
-from loyalty_stream.engine.times import fixed
+from loyalty_stream.engine.times import IdentityMemo, TextMemo, fixed
 from loyalty_stream.events.activities import activity_adapter
 from loyalty_stream.events.codec import encode
 from loyalty_stream.events.envelope import Envelope
@@ -379,12 +379,9 @@ def _t(value: datetime | None) -> str | None:
     return None if value is None else _iso(value)
 
 
-_ISO_TEXTS: Final[dict[int, tuple[datetime, str]]] = {}
-"""`_iso`'s memo: a date-time's text by identity, with the object (so its id is not reused while the entry
-lives); cleared when full, like `times.TextMemo` (a dict of the module's own: a compiled lookup, not a call)."""
-_ISO_LIMIT: Final = 4096
-_ORJSON_ZONES: Final[dict[int, tuple[tzinfo, bool]]] = {}
-"""Per fixed-offset zone (by identity, with the zone): whether orjson writes its date-times as `isoformat`."""
+_ISO: Final = TextMemo()
+_ORJSON_ZONES: Final[IdentityMemo[bool]] = IdentityMemo()
+"""Per fixed-offset zone: whether orjson writes its date-times as `isoformat`."""
 _DUMPS: Final = orjson.dumps
 _FRAGMENT: Final = orjson.Fragment
 
@@ -394,30 +391,24 @@ def _iso(at: datetime) -> str:
     row, and lots share a few objects (one activity's times; stored texts are parsed once). A new one is
     formatted by orjson, in half the time (`isoformat` builds its text through a printf-like format), where
     that gives the same text: a `timezone` whose offset is whole minutes (orjson drops an offset's seconds)."""
-    memo = _ISO_TEXTS
-    hit = memo.get(id(at))
-    if hit is not None:
-        return hit[1]
+    text = _ISO.get(at)
+    if text is not None:
+        return text
     zone = at.tzinfo
     if zone is not None and type(zone) is timezone and _orjson_zone(zone):
         text = _DUMPS(at)[1:-1].decode()
     else:
         text = at.isoformat()
-    if len(memo) >= _ISO_LIMIT:
-        memo.clear()
-    memo[id(at)] = (at, text)
-    return text
+    return _ISO.put(at, text)
 
 
 def _orjson_zone(zone: tzinfo) -> bool:
     """Whether a fixed-offset zone's offset is whole minutes (then orjson writes what `isoformat` does)."""
-    known = _ORJSON_ZONES.get(id(zone))
+    known = _ORJSON_ZONES.get(zone)
     if known is not None:
-        return known[1]
+        return known
     offset = zone.utcoffset(None)
-    whole = offset is not None and offset.microseconds == 0 and offset.seconds % 60 == 0
-    _ORJSON_ZONES[id(zone)] = (zone, whole)
-    return whole
+    return _ORJSON_ZONES.put(zone, offset is not None and offset.microseconds == 0 and offset.seconds % 60 == 0)
 
 
 def _pt(value: str | None) -> datetime | None:

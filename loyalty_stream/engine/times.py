@@ -11,7 +11,7 @@ the zone-aware value, hence the same text in every output, and the same form the
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from pydantic_core import TzInfo
 
@@ -38,6 +38,7 @@ and differs for every offset a zone can have: asking a `TzInfo` for its offset (
 new timedelta, hashed for `_BY_OFFSET`) costs several times its hash. Bounded like the other caches: a zone
 whose hash were per object could not make it grow without end."""
 _PARSED_LIMIT: Final = 4096
+V = TypeVar("V")
 _combine: Final = datetime.combine
 _DATETIME: Final = datetime
 """`datetime` as a C global (by its name, a module-dict lookup per call)."""
@@ -77,24 +78,29 @@ def _shared(at: datetime) -> tzinfo:
     return zone
 
 
-class TextMemo:
-    """Texts of date-time objects, remembered by identity: formatting a date-time costs more than most of what
-    is done with the text, and a customer's lots share a few objects. Keyed by identity, not value: equal
-    date-times can carry other offsets or be other instants (`fold`). An entry holds its object, so its id is
-    not reused while the entry lives. Bounded: cleared when full."""
+class IdentityMemo(Generic[V]):
+    """Values derived from objects (texts of date-times, their JSON, facts of a zone), remembered by identity:
+    deriving them costs more than most of what is done with them, and a customer's lots and an activity's
+    outputs share a few objects. Keyed by identity, not value: equal date-times can carry other offsets or be
+    other instants (`fold`). An entry holds its object, so its id is not reused while the entry lives.
+    Bounded: cleared when full."""
 
-    __slots__ = ("_limit", "_texts")
+    __slots__ = ("_limit", "_values")
 
     def __init__(self, limit: int = 4096) -> None:
-        self._texts: dict[int, tuple[datetime, str]] = {}
+        self._values: dict[int, tuple[object, V]] = {}
         self._limit = limit
 
-    def get(self, at: datetime) -> str | None:
-        hit = self._texts.get(id(at))
+    def get(self, key: object) -> V | None:
+        hit = self._values.get(id(key))
         return None if hit is None else hit[1]
 
-    def put(self, at: datetime, text: str) -> str:
-        if len(self._texts) >= self._limit:
-            self._texts.clear()
-        self._texts[id(at)] = (at, text)
-        return text
+    def put(self, key: object, value: V) -> V:
+        if len(self._values) >= self._limit:
+            self._values.clear()
+        self._values[id(key)] = (key, value)
+        return value
+
+
+class TextMemo(IdentityMemo[str]):
+    """Texts of date-time objects (`IdentityMemo`)."""
