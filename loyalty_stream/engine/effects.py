@@ -75,6 +75,15 @@ def _entry_id(cause: str, kind: LedgerKind, version: str, text: str | None) -> s
     return id_of_text("le-", "\x1f".join((cause, kind, version) if text is None else (cause, kind, version, text)))
 
 
+_same_quantum: Final = Decimal.same_quantum
+"""Under mypyc, `value.same_quantum(x)` looks the method up by name per call; a Final is a C global (-15 %)."""
+
+
+def _exponent(value: Decimal) -> int:
+    """`exponent_of`, its most frequent case inline (points in cents)."""
+    return -2 if _same_quantum(value, CENTS) else exponent_of(value)
+
+
 FROM_LOT: Final[Any] = object()
 """Default of `Effects.entry`'s lot-derived details: take the lot's value."""
 
@@ -122,13 +131,48 @@ class Outcome:
         self.given_up = [] if given_up is None else given_up
 
 
+class _Written:
+    """The last ledger entry an `Effects` wrote: its values (what the next entry copies) and its fields that vary
+    from entry to entry, as the objects it holds. Most entries of an activity repeat most of them (kind, bucket,
+    bill, dates, source), so an entry sets only those whose object differs, not every one that is not None: a
+    dict item set costs about 200 instructions, an identity test a few."""
+
+    __slots__ = ("available_at", "balance_after", "bill_number", "bucket", "cause", "condition_code",
+                 "desired_amount", "expires_at", "kind", "line_item_id", "occurred_at", "operator_id", "promised_after",
+                 "reason", "redemption_id", "rule", "shortfall", "source", "source_type", "values")
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+        """What the next entry copies: the last entry's values (first, `_ENTRY` with the customer's fields)."""
+        # Its varying fields, None as in `_ENTRY`.
+        self.kind: Any = None
+        self.bucket: Any = None
+        self.desired_amount: Any = None
+        self.balance_after: Any = None
+        self.promised_after: Any = None
+        self.cause: Any = None
+        self.source_type: Any = None
+        self.source: Any = None
+        self.occurred_at: Any = None
+        self.condition_code: Any = None
+        self.rule: Any = None
+        self.line_item_id: Any = None
+        self.bill_number: Any = None
+        self.redemption_id: Any = None
+        self.available_at: Any = None
+        self.expires_at: Any = None
+        self.reason: Any = None
+        self.operator_id: Any = None
+        self.shortfall: Any = None
+
+
 class Effects:
     """Collects the outputs of one activity against one customer state."""
 
-    __slots__ = ("activity", "any_rolling", "current_before", "entry_base", "entry_owner", "entry_source", "event_id",
-                 "event_time", "exponents", "first_available", "first_expiry", "held", "held_promised", "known",
-                 "lifetime_before", "memo", "memo_owner", "outcome", "program", "promised_before", "scope", "source",
-                 "state", "time", "version", "version_text")
+    __slots__ = ("activity", "any_rolling", "checking", "current_before", "event_id", "event_time", "exponents",
+                 "first_available", "first_expiry", "held", "held_promised", "known", "lifetime_before", "memo",
+                 "memo_owner", "no_debt", "outcome", "program", "promised_before", "scope", "source", "state", "time",
+                 "version", "version_text", "written")
 
     def __init__(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef | None) -> None:
         self.state = state
@@ -183,7 +227,12 @@ class Effects:
         """Remaining points of the current (not promised) lots: the balance before debt."""
         self.held_promised = held_promised
         """Remaining points of the promised lots: the promised balance."""
-        self.current_before = held - state.debt
+        debt = state.debt
+        self.no_debt = debt if debt is ZERO or (not debt and str(debt) == "0") else None
+        """The state's debt while it is the object read here and exactly `0` (no sign, no decimals): then the current
+        balance is `held` itself (`held - 0` has held's value, sign and exponent, which is never above 0), one
+        Decimal subtraction less per entry. A debt that changes is another object."""
+        self.current_before = self.current
         self.promised_before = held_promised
         self.lifetime_before = state.lifetime_earned
         self.scope: Any = None
@@ -191,12 +240,10 @@ class Effects:
         self.exponents: list[dict[int, int] | None] = [None, None]
         """(current, promised): how many lots hold a remainder of each exponent, counted from the first event
         that can coarsen that balance's scale (see Balances)."""
-        self.entry_base: dict[str, Any] | None = None
-        """`_ENTRY` with this customer's fields and the source fields of `entry_owner` set (made by the first
-        entry), what `entry` copies."""
-        self.entry_owner: Envelope | None = None
-        """The activity whose source fields `entry_base` holds (and the source it was read at, `entry_source`)."""
-        self.entry_source: SourceRef | None = None
+        self.written: _Written | None = None
+        """The last ledger entry written (made by the first), see `_Written`."""
+        self.checking = CHECK_BALANCES
+        """`CHECK_BALANCES` read once (under mypyc a module global is a dict lookup)."""
 
     def act_for(self, activity: Envelope) -> tuple[Envelope, str, datetime, datetime]:
         """Run effects on behalf of `activity` from now on (`lifecycle.acting_as`, `parking.acting`): its id
@@ -237,7 +284,8 @@ class Effects:
     @property
     def current(self) -> Decimal:
         """The customer's current balance now (net of debt), without summing the lots."""
-        return self.held - self.state.debt
+        debt = self.state.debt
+        return self.held if debt is self.no_debt else self.held - debt
 
     @property
     def promised(self) -> Decimal:
@@ -250,9 +298,7 @@ class Effects:
             counts = {}
             for lot in self.state.lots:
                 if lot.promised == promised:
-                    remaining = lot.remaining
-                    # `exponent_of`, its most frequent case inline (this visits every lot of the bucket)
-                    exponent = -2 if remaining.same_quantum(CENTS) else exponent_of(remaining)
+                    exponent = _exponent(lot.remaining)
                     counts[exponent] = counts.get(exponent, 0) + 1
             self.exponents[1 if promised else 0] = counts
         return counts
@@ -262,11 +308,11 @@ class Effects:
         Returns whether the bucket's lots lost an exponent (only then can the bucket coarsen: its running total
         always has the finest exponent of its lots, see `_rescale`)."""
         counts = self.exponents[1 if promised else 0]
-        if counts is None or (old is not None and new is not None and old.same_quantum(new)):
+        if counts is None or (old is not None and new is not None and _same_quantum(old, new)):
             return False  # not counted yet, or a remainder that kept its exponent (the usual take / give)
         lost = False
         if old is not None:
-            exponent = exponent_of(old)
+            exponent = _exponent(old)
             left = counts[exponent] - 1
             if left:
                 counts[exponent] = left
@@ -274,7 +320,7 @@ class Effects:
                 del counts[exponent]
                 lost = True
         if new is not None:
-            exponent = exponent_of(new)
+            exponent = _exponent(new)
             counts[exponent] = counts.get(exponent, 0) + 1
         return lost
 
@@ -407,7 +453,7 @@ class Effects:
         """`entry`, positional, with the entry's id when the caller has it (`credit`: see there)."""
         state = self.state
         state.seq += 1
-        if CHECK_BALANCES:
+        if self.checking:
             self.check_balances()
         activity = self.activity
         if lot is not None:
@@ -431,65 +477,66 @@ class Effects:
             if bill_number is FROM_LOT:
                 bill_number = None
             available_at = expires_at = None
-        # The fields in declaration order: a copy of a full dict (`_ENTRY`, with the customer's fields and the
-        # activity's source fields already set in `entry_base`) filled in place, cheaper than a literal this long
-        # (CPython builds it as two dicts and merges them). The template's fields are None, so a None value is not
-        # set again; nor are the source fields for an entry of the activity the base was made for (most entries):
-        # scheduled ones and those made on behalf of another activity (`act_for`, `parking.acting`) set theirs.
-        base = self.entry_base
-        if base is None:
-            base = self.entry_base = _ENTRY.copy()
+        # The fields in declaration order: a copy of a full dict (the last entry's values, `_Written`), cheaper
+        # than a literal this long (CPython builds it as two dicts and merges them), with the fields that differ set.
+        written = self.written
+        if written is None:
+            base = _ENTRY.copy()
             base["customer_id"] = state.customer_id
             base["program_id"] = state.program_id
             base["program_version"] = self.version
-            base["source_event_id"] = self.event_id
-            base["source_type"] = type(activity).__name__
-            base["source"] = self.source
-            base["occurred_at"] = self.event_time
-            self.entry_owner = activity
-            self.entry_source = self.source
-        values = base.copy()
+            written = self.written = _Written(base)
+        values = written.values.copy()
         values["entry_id"] = (_entry_id(cause, kind, self.version_text, joined(key) if key else None)
                               if entry_id is None else entry_id)
         values["seq"] = state.seq
-        values["kind"] = kind
-        values["bucket"] = bucket
         values["amount"] = amount
-        if desired_amount is not None:
-            values["desired_amount"] = desired_amount
-        values["balance_after"] = self.held - state.debt
-        values["promised_after"] = self.held_promised
-        if lot_id is not None:
-            values["lot_id"] = lot_id
-        if (scheduled or at is not None or source_type is not None or activity is not self.entry_owner
-                or self.source is not self.entry_source):
-            values["source_event_id"] = cause
-            values["source_type"] = source_type or type(activity).__name__
-            if not scheduled:
-                values["source"] = self.source
-            elif self.entry_source is not None:
-                values["source"] = None
-            values["occurred_at"] = at or self.event_time
-        if condition_code is not None:
-            values["condition_code"] = condition_code
-        if rule is not None:
-            values["rule"] = rule
-        if line_item_id is not None:
-            values["line_item_id"] = line_item_id
-        if bill_number is not None:
-            values["bill_number"] = bill_number
-        if redemption_id is not None:
-            values["redemption_id"] = redemption_id
-        if available_at is not None:
-            values["available_at"] = available_at
-        if expires_at is not None:
-            values["expires_at"] = expires_at
-        if reason is not None:
-            values["reason"] = reason
-        if operator_id is not None:
-            values["operator_id"] = operator_id
-        if shortfall is not None:
-            values["shortfall"] = shortfall
+        balance_after, promised_after = self.current, self.held_promised
+        if balance_after is not written.balance_after:  # (the same object while the bucket does not move)
+            values["balance_after"] = written.balance_after = balance_after
+        if promised_after is not written.promised_after:
+            values["promised_after"] = written.promised_after = promised_after
+        values["lot_id"] = lot_id
+        # The source fields: a scheduled entry has the lot's cause and no source; `act_for` and `parking.acting`
+        # change the activity and source entries are made for.
+        source_type = source_type or type(activity).__name__
+        source = None if scheduled else self.source
+        occurred_at = self.event_time if at is None else at
+        if kind is not written.kind:
+            values["kind"] = written.kind = kind
+        if bucket is not written.bucket:
+            values["bucket"] = written.bucket = bucket
+        if desired_amount is not written.desired_amount:
+            values["desired_amount"] = written.desired_amount = desired_amount
+        if cause is not written.cause:
+            values["source_event_id"] = written.cause = cause
+        if source_type is not written.source_type:
+            values["source_type"] = written.source_type = source_type
+        if source is not written.source:
+            values["source"] = written.source = source
+        if condition_code is not written.condition_code:
+            values["condition_code"] = written.condition_code = condition_code
+        if rule is not written.rule:
+            values["rule"] = written.rule = rule
+        if line_item_id is not written.line_item_id:
+            values["line_item_id"] = written.line_item_id = line_item_id
+        if bill_number is not written.bill_number:
+            values["bill_number"] = written.bill_number = bill_number
+        if redemption_id is not written.redemption_id:
+            values["redemption_id"] = written.redemption_id = redemption_id
+        if available_at is not written.available_at:
+            values["available_at"] = written.available_at = available_at
+        if expires_at is not written.expires_at:
+            values["expires_at"] = written.expires_at = expires_at
+        if occurred_at is not written.occurred_at:
+            values["occurred_at"] = written.occurred_at = occurred_at
+        if reason is not written.reason:
+            values["reason"] = written.reason = reason
+        if operator_id is not written.operator_id:
+            values["operator_id"] = written.operator_id = operator_id
+        if shortfall is not written.shortfall:
+            values["shortfall"] = written.shortfall = shortfall
+        written.values = values
         entry = trusted(_LEDGER_ENTRY, values)
         self.outcome.ledger.append(entry)
         return entry
@@ -537,7 +584,7 @@ class Effects:
             kind = kind or PROMISE
         else:
             self.held += points
-            if state.debt > ZERO:
+            if state.debt is not self.no_debt:
                 self.settle_debt(lot)
             bucket = CURRENT
             kind = kind or EARN
@@ -549,7 +596,8 @@ class Effects:
     def settle_debt(self, lot: Lot) -> None:
         """A negative balance (debt) is paid from the next current points."""
         state = self.state
-        if state.debt > ZERO and lot.remaining > ZERO:
+        debt = state.debt
+        if debt is not self.no_debt and debt > ZERO and lot.remaining > ZERO:
             paid = min(state.debt, lot.remaining)
             self.take(lot, paid)
             state.debt -= paid
@@ -607,9 +655,9 @@ class Effects:
     def finish(self) -> Outcome:
         """Attach the balance change when anything moved."""
         state = self.state
-        if CHECK_BALANCES:
+        if self.checking:
             self.check_balances()
-        current, promised = self.held - state.debt, self.held_promised
+        current, promised = self.current, self.held_promised
         if (
             self.outcome.ledger
             or current != self.current_before
