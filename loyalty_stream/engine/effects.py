@@ -169,7 +169,7 @@ class _Written:
 class Effects:
     """Collects the outputs of one activity against one customer state."""
 
-    __slots__ = ("activity", "any_rolling", "checking", "current_before", "event_id", "event_time", "exponents",
+    __slots__ = ("activity", "any_rolling", "checking", "current_before", "event_id", "event_time",
                  "first_available", "first_expiry", "held", "held_promised", "known", "lifetime_before", "memo",
                  "memo_owner", "no_debt", "outcome", "program", "promised_before", "scope", "source", "state", "time",
                  "version", "version_text", "written")
@@ -237,9 +237,6 @@ class Effects:
         self.lifetime_before = state.lifetime_earned
         self.scope: Any = None
         """The rule set being run (engine.caps.SetScope) while its actions execute; None otherwise."""
-        self.exponents: list[dict[int, int] | None] = [None, None]
-        """(current, promised): how many lots hold a remainder of each exponent, counted from the first event
-        that can coarsen that balance's scale (see Balances)."""
         self.written: _Written | None = None
         """The last ledger entry written (made by the first), see `_Written`."""
         self.checking = CHECK_BALANCES
@@ -276,11 +273,11 @@ class Effects:
 
     # Balances ---------------------------------------------------------------------------------------------
     # The balances must come out exactly as summing the lots gives them, scale included ("0" for an empty
-    # bucket, "0.00" once it holds a 0.00 lot): a Decimal sum has the finest exponent of its terms. Adding to or
-    # taking from a running total keeps that exponent right by itself; only a bucket losing its finest term
-    # (a lot converting out of the promised bucket, a lot emptied to 0 by expiry, a lot dropped) can coarsen
-    # it. For those, the exponents of that bucket's lots are counted (from its first such event on) and its
-    # running total is re-scaled to the finest exponent left.
+    # bucket, "0.00" once it holds a 0.00 lot): a Decimal sum has the finest exponent of its terms and 0's. Adding
+    # to or taking from a running total keeps that exponent right by itself (a sum or difference is never coarser
+    # than its terms); only a bucket losing a term can coarsen (a lot converting out of the promised bucket, a lot
+    # emptied to 0 by expiry, a lot dropped), and only if that term had the total's exponent and no lot left in
+    # the bucket has it (`_left`): then the total is re-scaled to the finest exponent left (`_rescale`).
     @property
     def current(self) -> Decimal:
         """The customer's current balance now (net of debt), without summing the lots."""
@@ -291,45 +288,28 @@ class Effects:
     def promised(self) -> Decimal:
         return self.held_promised
 
-    def _counts(self, promised: bool) -> dict[int, int]:
-        """How many lots of the bucket hold a remainder of each exponent (counted on first use)."""
-        counts = self.exponents[1 if promised else 0]
-        if counts is None:
-            counts = {}
-            for lot in self.state.lots:
-                if lot.promised == promised:
-                    exponent = _exponent(lot.remaining)
-                    counts[exponent] = counts.get(exponent, 0) + 1
-            self.exponents[1 if promised else 0] = counts
-        return counts
+    def _left(self, promised: bool, old: Decimal) -> None:
+        """A remainder `old` left the bucket (its lot converted, or holds 0 now): re-scale the bucket's total if
+        `old` had its exponent and no lot of the bucket has it any more. The lots are looked at only in that case,
+        and mostly the first one of the bucket has it (where counting every lot's exponent took them all)."""
+        total = self.held_promised if promised else self.held
+        if _same_quantum(old, total) and not self._keeps(promised, total, None):
+            self._rescale(promised, None)
 
-    def _recount(self, promised: bool, old: Decimal | None, new: Decimal | None) -> bool:
-        """A lot of the bucket changed its remainder from `old` to `new` (None: left / joined the bucket).
-        Returns whether the bucket's lots lost an exponent (only then can the bucket coarsen: its running total
-        always has the finest exponent of its lots, see `_rescale`)."""
-        counts = self.exponents[1 if promised else 0]
-        if counts is None or (old is not None and new is not None and _same_quantum(old, new)):
-            return False  # not counted yet, or a remainder that kept its exponent (the usual take / give)
-        lost = False
-        if old is not None:
-            exponent = _exponent(old)
-            left = counts[exponent] - 1
-            if left:
-                counts[exponent] = left
-            else:
-                del counts[exponent]
-                lost = True
-        if new is not None:
-            exponent = _exponent(new)
-            counts[exponent] = counts.get(exponent, 0) + 1
-        return lost
+    def _keeps(self, promised: bool, total: Decimal, gone: set[int] | None) -> bool:
+        """Whether a lot of the bucket (but those whose ids are in `gone`) has a remainder of `total`'s exponent."""
+        for lot in self.state.lots:
+            if lot.promised == promised and _same_quantum(lot.remaining, total) and (gone is None
+                                                                                    or id(lot) not in gone):
+                return True
+        return False
 
-    def _rescale(self, promised: bool) -> None:
-        """Bring the bucket's running total to the finest exponent its lots still have (0 when empty).
-
-        Needed only after the bucket's lots lost an exponent (`_recount`): adding or taking a term never makes
-        a sum's exponent coarser than its terms', so the total keeps the finest exponent its lots have."""
-        finest = min(min(self._counts(promised), default=0), 0)
+    def _rescale(self, promised: bool, gone: set[int] | None) -> None:
+        """Bring the bucket's running total to the finest exponent its lots (but `gone`) have (0 when empty)."""
+        finest = 0
+        for lot in self.state.lots:
+            if lot.promised == promised and (gone is None or id(lot) not in gone):
+                finest = min(finest, _exponent(lot.remaining))
         if promised:
             self.held_promised = self.held_promised.quantize(power_of_ten(finest))
         else:
@@ -337,62 +317,56 @@ class Effects:
 
     def take(self, lot: Lot, points: Decimal) -> None:
         """Remove `points` from what `lot` still holds (its bucket's balance goes down with it)."""
-        old = lot.remaining
-        lot.remaining = new = old - points
+        lot.remaining -= points
         if lot.promised:
             self.held_promised -= points
         else:
             self.held -= points
-        self._recount(lot.promised, old, new)
 
     def give(self, lot: Lot, points: Decimal) -> None:
         """Put `points` back into `lot` (a reversal)."""
-        old = lot.remaining
-        lot.remaining = new = old + points
+        lot.remaining += points
         if lot.promised:
             self.held_promised += points
         else:
             self.held += points
-        self._recount(lot.promised, old, new)
 
     def empty(self, lot: Lot) -> Decimal:
         """Take everything `lot` still holds (expiry); returns the points taken."""
         promised = lot.promised
-        self._counts(promised)
         amount = lot.remaining
         lot.remaining = ZERO
         if promised:
             self.held_promised -= amount
         else:
             self.held -= amount
-        if self._recount(promised, amount, ZERO):
-            self._rescale(promised)
+        self._left(promised, amount)
         return amount
 
     def unpromise(self, lot: Lot) -> Decimal:
         """Move a promised lot to the current bucket; returns the points that moved (the current bucket only
-        gains a term, which cannot coarsen it: its counts are kept only if already taken)."""
+        gains a term, which cannot coarsen it)."""
         amount = lot.remaining
         if lot.promised:
-            self._counts(True)
             lot.promised = False
             self.held_promised -= amount
             self.held += amount
-            if self._recount(True, amount, None):
-                self._rescale(True)
-            self._recount(False, None, amount)
+            self._left(True, amount)
         return amount
 
     def forget(self, lots: list[Lot]) -> None:
-        """Lots holding nothing are being dropped from the state (retention): their buckets may coarsen."""
+        """Lots holding nothing are being dropped from the state (retention, still in `state.lots`): their buckets
+        may coarsen."""
         if not lots:
             return
-        self._counts(False)
-        self._counts(True)
-        for lot in lots:
-            self._recount(lot.promised, lot.remaining, None)
-        self._rescale(False)
-        self._rescale(True)
+        gone = {id(lot) for lot in lots}  # (lots are distinct objects; their ids need not be distinct)
+        for promised in (False, True):
+            total = self.held_promised if promised else self.held
+            for lot in lots:
+                if lot.promised == promised and _same_quantum(lot.remaining, total):
+                    if not self._keeps(promised, total, gone):
+                        self._rescale(promised, gone)
+                    break
 
     def check_balances(self) -> None:
         """The running balances equal the lots' sums, scale included (`CHECK_BALANCES`, in tests)."""
@@ -577,7 +551,6 @@ class Effects:
         state.lots.append(lot)
         if counts_as_earned:
             state.lifetime_earned += points
-        self._recount(promised, None, points)
         if promised:
             self.held_promised += points
             bucket = PROMISED

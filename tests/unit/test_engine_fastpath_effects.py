@@ -139,3 +139,39 @@ def test_the_balance_after_is_lots_minus_debt_to_the_scale(default_program: Prog
     assert outcome.balance_change is not None
     assert str(outcome.balance_change.current) == "5.0"
     assert str(outcome.balance_change.delta_current) == str(D("5.0") - (D("5") - D(debt)))
+
+
+POINTS = ["1", "1.5", "2.25", "0.125", "3.00", "0", "0.00", "10", "0.5", "7.10"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_running_balances_keep_the_lots_scale_through_any_changes(default_program: Program, seed: int) -> None:
+    """The buckets' totals re-scaled only when a term that had their exponent left and no lot has it any more
+    (`Effects._left`): after every change they read as the lots' sums do (`check_balances`), to the scale."""
+    rng = random.Random(seed)
+    state = new_state("c1", default_program.id)
+    for n in range(rng.randrange(6)):
+        points = D(rng.choice(POINTS))
+        state.lots.append(Lot(f"old-{n}", points, points, rng.random() < 0.5, T0, None, None, "src"))
+    fx = Effects(state, activity("Engagement", "e1", "2024-05-01T10:00:00+00:00", event_name="x"), default_program,
+                 None)
+    fx.check_balances()
+    for step in range(40):
+        lots = state.lots
+        op = rng.choice(["credit", "take", "give", "empty", "unpromise", "forget"])
+        if op == "credit" or not lots:
+            fx.credit(points=D(rng.choice(POINTS)), key=(f"k{step}",), promised=rng.random() < 0.5)
+        elif op == "take":
+            lot = rng.choice(lots)
+            fx.take(lot, min(lot.remaining, D(rng.choice(POINTS))))
+        elif op == "give":
+            fx.give(rng.choice(lots), D(rng.choice(POINTS)))
+        elif op == "empty":
+            fx.empty(rng.choice(lots))
+        elif op == "unpromise":
+            fx.unpromise(rng.choice(lots))
+        else:
+            dropped = [lot for lot in lots if not lot.remaining and rng.random() < 0.7]
+            fx.forget(dropped)
+            state.lots = [lot for lot in lots if all(lot is not gone for gone in dropped)]
+        fx.check_balances()
