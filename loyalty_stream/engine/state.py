@@ -516,7 +516,7 @@ def _lot_to(lot: Lot) -> list[Any]:
         lot.lot_id, points_text, points_text if remaining is points else str(remaining), lot.promised,
         earned_text, available_text, expires_text, lot.source_event_id, lot.origin, lot.condition_code,
         lot.bill_number, lot.line_item_id, lot.expiry_code, lot.rolling, list(lot.reminded), list(lot.cap_keys),
-        "0" if shortfall is ZERO else str(shortfall),
+        _str(shortfall),
     ]
     lot.stored = [row, lot.lot_id, points, remaining, lot.promised, earned_at, available_at, expires_at,
                   lot.source_event_id, lot.origin, lot.condition_code, lot.bill_number, lot.line_item_id,
@@ -558,9 +558,14 @@ def _lots_from(rows: list[list[Any]]) -> list[Lot]:
 
 
 def _bill_to(bill: Bill) -> list[Any]:
-    return [bill.event_id, _t(bill.event_time), str(bill.amount), str(bill.returned_amount), bill.fully_returned,
-            [[i.item_id, i.sku, str(i.amount), str(i.quantity), str(i.returned_quantity), str(i.returned_amount)]
+    return [bill.event_id, _t(bill.event_time), str(bill.amount), _str(bill.returned_amount), bill.fully_returned,
+            [[i.item_id, i.sku, str(i.amount), str(i.quantity), _str(i.returned_quantity), _str(i.returned_amount)]
              for i in bill.items.values()]]
+
+
+def _str(value: Decimal) -> str:
+    """`str(value)`, without formatting the shared ZERO (what a new bill or lot holds until a return)."""
+    return "0" if value is ZERO else str(value)
 
 
 def _bill_from(number: str, row: list[Any]) -> Bill:
