@@ -55,7 +55,7 @@ class Lot:
     stored: list[Any] | None = field(default=None, compare=False, repr=False)
     """The codec's memo: [stored row, every field's value when stored]. While each field still holds the very
     object stored, the lot is unchanged and encodes as that row (every field type is immutable, so any change
-    to a lot replaces an object). Then the row's JSON after a comma once a settled encode (`_lots_json`)
+    to a lot replaces an object). Then the row's JSON after a comma once a settled encode (`_lot_texts`)
     needed it, and
     last, for a row this codec wrote (not one decoded as stored), True (see `_lot_to`)."""
 
@@ -455,16 +455,14 @@ def _lot_rows(lots: list[Lot]) -> list[list[Any]]:
     return rows
 
 
-def _lots_json(lots: list[Lot]) -> bytes:
-    """`orjson.dumps(_lot_rows(lots))`, from each lot's JSON, kept in its memo while it is unchanged: for the
-    states that live on as objects (the processor's cache), where serialising the rows of the unchanged lots
-    again cost more than the rest of the encoding. Joining the lots' JSON is what orjson writes for the list
-    (compact: no spaces).
+def _lot_texts(lots: list[Lot], parts: list[bytes]) -> None:
+    """Append each lot's JSON to `parts` (what `orjson.dumps(_lot_rows(lots))` writes for it, after a comma), kept
+    in its memo while it is unchanged: for the states that live on as objects (the processor's cache), where
+    serialising the rows of the unchanged lots again cost more than the rest of the encoding.
 
-    A lot's kept text is its JSON after a comma (`,[...]`): the concatenation is a copy holding only its own
-    bytes, where orjson's own result holds at least 4 KiB (see `codec.right_sized`): kept as it was, the
+    A lot's kept text is its JSON after a comma (`,[...]`): the settled encode's join is a copy holding only its
+    own bytes, where orjson's own result holds at least 4 KiB (see `codec.right_sized`): kept as it was, the
     cached states' lot texts held 4 KiB a lot (most of a 1.6 GB process after 100k activities)."""
-    parts: list[bytes] = []
     dumps = orjson.dumps
     for lot in lots:
         stored = _unchanged_memo(lot)
@@ -478,17 +476,15 @@ def _lots_json(lots: list[Lot]) -> bytes:
             assert memo is not None
             memo[18] = text
         parts.append(text)
-    return _comma_joined(b"[", parts, b"]")
 
 
-def _comma_joined(opening: bytes, texts: list[bytes], closing: bytes) -> bytes:
-    """The JSON array or object of `texts`, each an element's (or member's) JSON after its comma, joined in one
-    copy: what orjson writes for the whole (compact: no spaces). `texts` is used up."""
-    if not texts:
-        return opening + closing
-    texts[0] = opening + texts[0][1:]  # the first without its comma
-    texts.append(closing)
-    return b"".join(texts)
+def _closed(parts: list[bytes], first: int, closing: bytes) -> None:
+    """Close the JSON array (or object) whose elements' (or members') texts, each after its comma, were appended
+    to `parts` from index `first` after its opening: the first loses its comma. Joined, that is what orjson
+    writes for the whole (compact: no spaces)."""
+    if len(parts) > first:
+        parts[first] = parts[first][1:]
+    parts.append(closing)
 
 
 def _lot_to(lot: Lot) -> list[Any]:
@@ -617,15 +613,15 @@ def _rows(items: MutableMapping[str, V], encode: Callable[[V], Any]) -> dict[str
     return {key: encode(value) for key, value in items.items()}
 
 
-def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any],
-                  decode: Callable[[str, Any], V]) -> tuple[StoredRows[V], bytes]:
-    """Bills or redemptions for a settled encode: the `StoredRows` of their rows (what a fresh decode holds)
-    and `orjson.dumps` of those rows, joined from each entry's JSON. An entry still holding the row a previous
+def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any], decode: Callable[[str, Any], V],
+                  parts: list[bytes]) -> StoredRows[V]:
+    """Bills or redemptions for a settled encode: the `StoredRows` of their rows (what a fresh decode holds);
+    each entry's JSON (the member `orjson.dumps` of the rows writes) is appended to `parts`. An entry still
+    holding the row a previous
     settled encode wrote is written as the JSON kept then (serialising every bill's row again was a third of
     a cached state's encoding); the others are serialised, and every entry's JSON is kept for the next.
 
-    An entry's JSON is `,"key":row` (its comma first: the concatenation is a copy holding only its own
-    bytes, see `_lots_json`), joined by `_comma_joined`."""
+    An entry's JSON is `,"key":row` (its comma first, as a lot's in `_lot_texts`), closed by `_closed`."""
     known: dict[str, tuple[Any, bytes]] | None = None
     held: MutableMapping[str, Any]
     if isinstance(items, StoredRows):
@@ -635,7 +631,6 @@ def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any],
         held = items
     rows: dict[str, Any] = {}
     texts: dict[str, tuple[Any, bytes]] = {}
-    parts: list[bytes] = []
     dumps = orjson.dumps
     for key, value in held.items():
         text: bytes | None = None
@@ -652,7 +647,7 @@ def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any],
         rows[key] = row
         texts[key] = (row, text)
         parts.append(text)
-    return StoredRows(rows, decode, texts), _comma_joined(b"{", parts, b"}")
+    return StoredRows(rows, decode, texts)
 
 
 def state_to_dict(state: CustomerState) -> dict[str, Any]:
@@ -751,7 +746,7 @@ def state_from_dict(data: dict[str, Any]) -> CustomerState:
 def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     """`orjson.dumps(state_to_dict(state))`: unchanged lots are written as the rows they were stored as, and
     bills and redemptions never decoded as those rows. A settled encode writes the lots from each lot's JSON
-    (`_lots_json`, one `orjson.Fragment` for the list: a fragment per lot measured no faster), which it keeps
+    (`_lot_texts`; one `orjson.Fragment` for the list, or one per lot, measured no faster), which it keeps
     for the next: the processor's cached states, encoded once per record, skip serialising unchanged lots.
     Bills and redemptions likewise, per entry (`_settled_rows`).
 
@@ -764,15 +759,20 @@ def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     if not settle:
         return orjson.dumps(state_to_dict(state))
     # The sections joined in one copy (what orjson writes for `state_to_dict`, compact): the result holds only
-    # its own bytes (see `codec.right_sized`), and the lots', bills' and redemptions' JSON is copied once.
+    # its own bytes (see `codec.right_sized`), and each lot's, bill's and redemption's JSON is copied once.
     dumps = orjson.dumps
-    head = dumps(_head(state))
-    lots_json = _lots_json(state.lots)
-    middle = dumps(_middle(state))
-    redemptions, redemptions_json = _settled_rows(state.redemptions, _redemption_to, _redemption_from)
-    bills, bills_json = _settled_rows(state.bills, _bill_to, _bill_from)
-    tail = dumps(_tail(state))
+    parts = [dumps(_head(state))[:-1], b',"lots":[']
+    _lot_texts(state.lots, parts)
+    _closed(parts, 2, b"],")
+    parts.append(dumps(_middle(state))[1:-1])
+    parts.append(b',"redemptions":{')
+    first = len(parts)
+    redemptions = _settled_rows(state.redemptions, _redemption_to, _redemption_from, parts)
+    _closed(parts, first, b'},"bills":{')
+    first = len(parts)
+    bills = _settled_rows(state.bills, _bill_to, _bill_from, parts)
+    _closed(parts, first, b"},")
+    parts.append(dumps(_tail(state))[1:])
     state.bills = bills
     state.redemptions = redemptions
-    return b"".join((head[:-1], b',"lots":', lots_json, b",", middle[1:-1], b',"redemptions":', redemptions_json,
-                     b',"bills":', bills_json, b",", tail[1:]))
+    return b"".join(parts)
