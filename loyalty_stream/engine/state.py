@@ -429,29 +429,63 @@ def _unjson(value: Any) -> Any:
 
 def _unchanged_memo(lot: Lot) -> list[Any] | None:
     """The lot's memo (its stored row, then the objects it was made from) while the lot is unchanged: while
-    every field still holds the object it held when stored (the fields the engine changes are tested first)."""
+    every field still holds the object it held when stored."""
     stored = lot.stored
-    if stored is not None and (
-        stored[3] is lot.remaining and stored[15] is lot.reminded and stored[4] is lot.promised
-        and stored[6] is lot.available_at and stored[7] is lot.expires_at and stored[17] is lot.shortfall
-        and stored[16] is lot.cap_keys and stored[1] is lot.lot_id and stored[2] is lot.points
-        and stored[5] is lot.earned_at and stored[8] is lot.source_event_id and stored[9] is lot.origin
-        and stored[10] is lot.condition_code and stored[11] is lot.bill_number
-        and stored[12] is lot.line_item_id and stored[13] is lot.expiry_code and stored[14] is lot.rolling
-    ):
+    if stored is not None and stored[4] is lot.promised and _same_but_promised(lot, stored):
         return stored
     return None
+
+
+def _same_but_promised(lot: Lot, stored: list[Any]) -> bool:
+    """Whether every field but `promised` still holds the object `stored` (the lot's memo) was made from (the
+    fields the engine changes are tested first)."""
+    return (
+        stored[3] is lot.remaining and stored[15] is lot.reminded and stored[6] is lot.available_at
+        and stored[7] is lot.expires_at and stored[17] is lot.shortfall and stored[16] is lot.cap_keys
+        and stored[1] is lot.lot_id and stored[2] is lot.points and stored[5] is lot.earned_at
+        and stored[8] is lot.source_event_id and stored[9] is lot.origin and stored[10] is lot.condition_code
+        and stored[11] is lot.bill_number and stored[12] is lot.line_item_id and stored[13] is lot.expiry_code
+        and stored[14] is lot.rolling
+    )
+
+
+def _repromised(lot: Lot) -> bytes | None:
+    """The JSON of a lot whose only change since this codec wrote its JSON is its `promised` flag (a delayed
+    accrual converted: most changed lots that are not new), as a full encode writes it: the kept JSON with the
+    flag replaced, the memo updated to match, in place (copies of a lot share it: each still compares its own
+    fields with it, and the row is a new one: the old one may be held, see `state_to_dict`). None for any other
+    lot. The flag's offset follows from the lengths
+    of what comes before it: `,[`, the id's JSON, `,"points","remaining",` (Decimal texts: nothing escaped; a
+    decoded row's texts are not known to be, hence written here only)."""
+    old = lot.stored
+    if old is None:
+        return None
+    promised = lot.promised
+    kept: bytes | None = old[18]
+    if old[4] is promised or kept is None or len(old) <= 19 or not _same_but_promised(lot, old):
+        return None
+    was: list[Any] = old[0]
+    at = len(_DUMPS(lot.lot_id)) + len(was[1]) + len(was[2]) + 9
+    text = kept[:at] + (b"true" if promised else b"false") + kept[at + (5 if promised else 4):]
+    row = list(was)
+    row[3] = promised
+    old[0] = row
+    old[4] = promised
+    old[18] = text
+    return text
 
 
 def _lot_rows(lots: list[Lot]) -> list[list[Any]]:
     """The stored rows of the lots: an unchanged lot's is the row it was stored as."""
     rows: list[list[Any]] = []
+    last: list[Any] | None = None
     for lot in lots:
         stored = _unchanged_memo(lot)
         if stored is not None:
             rows.append(stored[0])
         else:
-            rows.append(_lot_to(lot))
+            rows.append(_lot_to(lot, last))
+            last = lot.stored
     return rows
 
 
@@ -464,6 +498,7 @@ def _lot_texts(lots: list[Lot], parts: list[bytes]) -> None:
     own bytes, where orjson's own result holds at least 4 KiB (see `codec.right_sized`): kept as it was, the
     cached states' lot texts held 4 KiB a lot (most of a 1.6 GB process after 100k activities)."""
     dumps = orjson.dumps
+    last: list[Any] | None = None
     for lot in lots:
         stored = _unchanged_memo(lot)
         if stored is not None:
@@ -471,10 +506,14 @@ def _lot_texts(lots: list[Lot], parts: list[bytes]) -> None:
             if text is None:
                 text = stored[18] = b"," + dumps(stored[0])
         else:
-            text = b"," + dumps(_lot_to(lot))
-            memo = lot.stored
-            assert memo is not None
-            memo[18] = text
+            repromised = _repromised(lot)
+            if repromised is not None:
+                text = repromised
+            else:
+                text = b"," + dumps(_lot_to(lot, last))
+                memo = last = lot.stored
+                assert memo is not None
+                memo[18] = text
         parts.append(text)
 
 
@@ -487,15 +526,19 @@ def _closed(parts: list[bytes], first: int, closing: bytes) -> None:
     parts.append(closing)
 
 
-def _lot_to(lot: Lot) -> list[Any]:
+def _lot_to(lot: Lot, last: list[Any] | None) -> list[Any]:
     """A new or changed lot's row, remembered in `lot.stored` with the fields it was taken from. A changed lot
     whose row this codec wrote (not one decoded as stored) takes the texts of its unchanged date-times and
     points from that row: what formatting them again would give (the row was formatted from those very
-    objects), without the cost (a date-time's text costs more than the rest of the row)."""
+    objects), without the cost (a date-time's text costs more than the rest of the row). Any other lot takes
+    them likewise from `last`, the memo of the lot written just before in the same encode, where it holds the
+    same objects: one activity's new lots share their date-times."""
     available_at, expires_at = lot.available_at, lot.expires_at
     earned_at, points, remaining, shortfall = lot.earned_at, lot.points, lot.remaining, lot.shortfall
     old = lot.stored
-    if old is not None and len(old) > 19:  # written here (a decoded lot's memo has no 20th entry)
+    if old is None or len(old) <= 19:  # new, or decoded as stored (a memo written here has a 20th entry)
+        old = last
+    if old is not None:
         was: list[Any] = old[0]
         earned_text = was[4] if old[5] is earned_at else _iso(earned_at)
         available_text = (was[5] if old[6] is available_at else
