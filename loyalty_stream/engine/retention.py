@@ -23,6 +23,8 @@ from typing import Any, Final
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import local_date
 from loyalty_stream.engine.state import ZERO, Bill, CustomerState, Lot, Redemption, StoredRows
+from loyalty_stream.engine.state import _iso as iso_text
+from loyalty_stream.engine.state import _parse as parse_stored
 
 
 def newest(state: CustomerState, at: datetime) -> datetime:
@@ -74,11 +76,53 @@ either way (Python's bound on any tzinfo), so their local wall times are more th
 
 
 def time_of(row_or_item: Any, index: int, attribute: str) -> datetime:
-    """The time at `index` of a stored row, or `attribute` of a decoded bill or redemption."""
+    """The time at `index` of a stored row, or `attribute` of a decoded bill or redemption. A row's text is read
+    through the codec's memo of stored date-times, whose values carry the engine's shared zones: they compare
+    with each other and with the engine's times without asking both for their offsets (`engine.times`)."""
     if type(row_or_item) is list:
-        return datetime.fromisoformat(row_or_item[index])
+        return parse_stored(row_or_item[index])
     value: datetime = getattr(row_or_item, attribute)
     return value
+
+
+class _Horizon:
+    """A window's horizon, tested against stored rows' date-time texts mostly without parsing them: most rows
+    are tested before anything parsed their text, and a parse costs several times the whole test (an eighth of
+    `prune`, with the comparison of the new zone it gives: see `engine.times`).
+
+    The codec writes `isoformat`'s texts: `YYYY-MM-DDTHH:MM:SS[.ffffff]` then the UTC offset, each offset written
+    one way. Two such texts with the same offset sort as their instants (that offset's wall times in fixed-width
+    digits; an absent fraction is zero, and the offset's `+`/`-` sorts before `.`), so a text of that shape
+    ending in the horizon's own offset is compared as text. Any other (another offset, another spelling) is
+    parsed: texts of different offsets do not sort as their instants."""
+
+    __slots__ = ("at", "offset", "text")
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+        self.text: str | None = None
+        """`at.isoformat()` (by the codec's `_iso`, in a fraction of the time), made on first use."""
+        self.offset = ""
+
+    def reached(self, row_or_item: Any, index: int, attribute: str) -> bool:
+        """`time_of(row_or_item, index, attribute) <= self.at`."""
+        if type(row_or_item) is not list:
+            at: datetime = getattr(row_or_item, attribute)
+            return at <= self.at
+        text: str = row_or_item[index]
+        iso = self.text
+        if iso is None:
+            iso = self.text = iso_text(self.at)
+            self.offset = iso[26:] if self.at.microsecond else iso[19:]
+        offset = self.offset
+        size = len(text) - len(offset)
+        if (
+            (size == 19 or (size == 26 and text[19] == "."))
+            and text.endswith(offset) and text[10] == "T"
+            and text[4] == "-" and text[7] == "-" and text[13] == ":" and text[16] == ":"
+        ):
+            return text <= iso
+        return parse_stored(text) <= self.at
 
 
 def raw(items: Any) -> dict[str, Any]:
@@ -97,10 +141,10 @@ def prune(fx: Effects, now: datetime) -> None:
     bills = raw(state.bills)
     kept_bills: dict[str, str] = {}  # bill number -> the purchase's event id
     if known.return_window is not None:
-        horizon = now - known.return_window
+        horizon = _Horizon(now - known.return_window)
         past: list[str] = []  # (deleted after the loop: no copy of the items to iterate, few are past)
         for number, bill in bills.items():
-            if time_of(bill, 1, "event_time") <= horizon:
+            if horizon.reached(bill, 1, "event_time"):
                 past.append(number)
             else:
                 kept_bills[number] = bill[0] if type(bill) is list else bill.event_id
@@ -119,13 +163,13 @@ def prune(fx: Effects, now: datetime) -> None:
     bill_lots: set[str] | None = None
     consumed_kept: set[str] = set()
     keep = known.redemption_keep
-    horizon_r = None if keep is None else now - keep
+    horizon_r = None if keep is None else _Horizon(now - keep)
     for rid, item in list(redemptions.items()):
         if type(item) is list:
             bill_number, consumed = item[3], [c[0] for c in item[4]]
         else:
             bill_number, consumed = item.bill_number, [c.lot_id for c in item.consumed]
-        if horizon_r is not None and time_of(item, 1, "at") <= horizon_r and bill_number not in kept_bills:
+        if horizon_r is not None and horizon_r.reached(item, 1, "at") and bill_number not in kept_bills:
             if bill_lots is None:
                 bill_lots = {lot.lot_id for lot in lots if _bill_lot(lot, kept_bills)}
             if not any(lot_id in bill_lots for lot_id in consumed):
