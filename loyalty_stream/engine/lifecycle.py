@@ -32,7 +32,7 @@ from loyalty_stream.engine.expiry import expiry_date, local_date, local_midnight
 from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.ids import derive_id
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
-from loyalty_stream.engine.times import TextMemo, fixed
+from loyalty_stream.engine.times import IdentityMemo, TextMemo, fixed
 from loyalty_stream.events import activities as act
 from loyalty_stream.events.envelope import SCHEMA_VERSION, Contract, Envelope
 from loyalty_stream.events.outputs import LedgerKind
@@ -500,33 +500,44 @@ _ACCRUAL: Final = act.DelayedAccrual  # (module attributes as constants: read wi
 _ACCRUAL_PAYLOAD: Final = act.DelayedAccrualPayload
 _EXPIRY: Final = act.PointsExpiry
 _EXPIRY_PAYLOAD: Final = act.PointsExpiryPayload
-_SCHEMA_VERSION: Final = SCHEMA_VERSION
-_PAYLOADS: Final[dict[tuple[int, str], tuple[datetime, Contract]]] = {}
-_PAYLOADS_LIMIT: Final = 4096
+_ACCRUAL_PAYLOADS: Final[IdentityMemo[Contract]] = IdentityMemo()
+_EXPIRY_PAYLOADS: Final[IdentityMemo[Contract]] = IdentityMemo()
 
 
 def _payload(at: datetime, kind: DueKind) -> Contract:
     """The synthetic activity's payload (`due_at`), shared by the activities due at one date-time object
-    (remembered by identity, like `TextMemo`: customers' batches fall due at the same local midnights): a
-    frozen contract, so sharing it changes nothing. Bounded: cleared when full."""
-    key = (id(at), kind)
-    hit = _PAYLOADS.get(key)
-    if hit is not None:
-        return hit[1]
-    if len(_PAYLOADS) >= _PAYLOADS_LIMIT:
-        _PAYLOADS.clear()
-    payload: Contract = trusted(_ACCRUAL_PAYLOAD if kind == "DelayedAccrual" else _EXPIRY_PAYLOAD, {"due_at": at})
-    _PAYLOADS[key] = (at, payload)  # (holds `at`, so its id is not reused while the entry lives)
+    (customers' batches fall due at the same local midnights): a frozen contract, so sharing it changes
+    nothing."""
+    accrual = kind == "DelayedAccrual"
+    memo = _ACCRUAL_PAYLOADS if accrual else _EXPIRY_PAYLOADS
+    payload = memo.get(at)
+    if payload is None:
+        payload = memo.put(at, trusted(_ACCRUAL_PAYLOAD if accrual else _EXPIRY_PAYLOAD, {"due_at": at}))
     return payload
+
+
+def _fields(kind: DueKind) -> dict[str, Any]:
+    """A synthetic activity's fields in declaration order (see `trusted`), those of the customer and due time to
+    be set: a copy of this filled in place costs half a dict literal this long."""
+    return {"event_id": "", "program_id": "", "customer_id": "", "event_time": None,
+            "schema_version": SCHEMA_VERSION, "type": kind, "payload": None}
+
+
+_ACCRUAL_FIELDS: Final = _fields("DelayedAccrual")
+_EXPIRY_FIELDS: Final = _fields("PointsExpiry")
 
 
 def _synthetic(state: CustomerState, at: datetime, kind: DueKind, event_id: str) -> Envelope:
     """`due_activity` for the engine's own use: its ids come from a validated state, so it is built without
     validation (the same model, field for field)."""
-    activity_cls = _ACCRUAL if kind == "DelayedAccrual" else _EXPIRY
-    return trusted(activity_cls, {"event_id": event_id, "program_id": state.program_id,
-                                  "customer_id": state.customer_id, "event_time": at,
-                                  "schema_version": _SCHEMA_VERSION, "type": kind, "payload": _payload(at, kind)})
+    accrual = kind == "DelayedAccrual"
+    values = (_ACCRUAL_FIELDS if accrual else _EXPIRY_FIELDS).copy()
+    values["event_id"] = event_id
+    values["program_id"] = state.program_id
+    values["customer_id"] = state.customer_id
+    values["event_time"] = at
+    values["payload"] = _payload(at, kind)
+    return trusted(_ACCRUAL if accrual else _EXPIRY, values)
 
 
 def _accrual_rules(fx: Effects, at: datetime, converted: list[tuple[Lot, Decimal]]) -> None:
@@ -572,7 +583,13 @@ def _remind(fx: Effects, dues: _ProgramDues, due: datetime, key: str, n: int, ow
         expires_on = dues.expiry_days.put(expires_at, expiry_date(expires_at, dues.zone).isoformat())
     with acting_as(fx, synthetic):
         fx.notify(dues.channel, dues.template, ("reminder", key, days),
-                  {"points": f"{points:f}", "expires_on": expires_on, "days_before": days})
+                  {"points": _plain(points), "expires_on": expires_on, "days_before": days})
+
+
+def _plain(points: Decimal) -> str:
+    """`f"{points:f}"`: `str` where it writes no exponent (then the same text), in a seventh of the time."""
+    text = str(points)
+    return text if "E" not in text else f"{points:f}"
 
 
 def materialise(fx: Effects, until: datetime) -> None:
