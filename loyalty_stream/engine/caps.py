@@ -223,6 +223,8 @@ class SetScope:
     _points_key: str | None = None
     _points_exhausted: bool = False
     _amount_caps: list[AmountCap] | None = None
+    key_head: tuple[object, ...] = ()
+    """`key_prefix` and the set's name: where the keys of the set's outputs start (read once per scope)."""
 
     def __init__(self, compiled: CompiledRuleSet, activity: Any, key_prefix: tuple[object, ...],
                  lots: list[Lot] | None = None, awarded: Decimal = ZERO, _tender: AmountCap | None = None,
@@ -239,6 +241,7 @@ class SetScope:
         self._points_key = _points_key
         self._points_exhausted = _points_exhausted
         self._amount_caps = _amount_caps
+        self.key_head = (*key_prefix, compiled.name)
 
     @property
     def caps(self) -> Caps:

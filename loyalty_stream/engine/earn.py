@@ -27,6 +27,7 @@ from loyalty_stream.engine.line_items import ONE, Unit
 from loyalty_stream.engine.rounding import quantum, round_down_to
 from loyalty_stream.engine.state import ZERO, Bill, BillItem, Lot
 from loyalty_stream.events import activities as act
+from loyalty_stream.events.activities import TransactionAdd
 from loyalty_stream.program.earn import EarnCondition
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.rules import AllocateAction, LineItemOptions, Rule
@@ -138,6 +139,7 @@ class ActionPlan:
     tender_modes: list[str] | None
     delay_days: int | None
     expiry: str | None
+    rule_name: str
     key_head: tuple[str, str, str]
     """(rule name, index as text, condition code): the lot key after the scope's prefix, before the item."""
 
@@ -180,7 +182,7 @@ def _build_plan(program: Program, action: AllocateAction, rule: Rule, index: int
         proportional=options is None or options.use_proportions,
         max_points=None if options is None else options.max_points,
         tender_modes=action.tender_modes, delay_days=condition.delay_days, expiry=condition.expiry,
-        key_head=(rule.name, str(index), condition.code),
+        rule_name=rule.name, key_head=(rule.name, str(index), condition.code),
     )
 
 
@@ -251,7 +253,7 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
         owner = f"{scope.compiled.where}.rules[{rule.name}]" if scope is not None else f"rule {rule.name}"
         return f"{owner}.actions[{index}] {plan.code}"
 
-    payload = activity.payload if isinstance(activity, act.TransactionAdd) else None
+    payload = activity.payload if isinstance(activity, TransactionAdd) else None
     units = line_items.units_for(plan.options, plan.filtered, payload)
     if not units:
         return []
@@ -301,11 +303,11 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     available_at = None if delay is None else lifecycle.available_after_activity(fx, delay)
     bill_number = payload.bill_number if payload is not None else None
     # The lot key: the scope's prefix, (rule, position, condition), the item (None as "": `derive_id` text).
-    head = (*scope.key_prefix, scope.compiled.name, *plan.key_head) if scope is not None else plan.key_head
+    head = scope.key_head + plan.key_head if scope is not None else plan.key_head
     # Every lot of one action shares the condition and the event time, hence one expiry for all of them.
     expires_at, expiry_code, rolling = expiry.assign_expiry(fx, plan.expiry)
     lots = []
-    code, rule_name = plan.code, rule.name
+    code, rule_name = plan.code, plan.rule_name
     # Indexed, not `zip(..., strict=True)`: under mypyc a call with a keyword argument to a builtin type is a
     # generic call that parses it (about 2.5k instructions per action). `distribute` gives a share per weight.
     count = len(units)

@@ -188,7 +188,7 @@ def compute_expiry(
 
 
 def _tier(fx: Effects) -> str:
-    return fx.state.tier or fx.program.lowest_tier
+    return fx.state.tier or fx.known.lowest_tier  # (the program's is a property reading its tiers)
 
 
 def condition_of(program: Program, code: str | None) -> ExpiryCondition | None:
@@ -201,19 +201,17 @@ def condition_of(program: Program, code: str | None) -> ExpiryCondition | None:
         return None
 
 
-_EVENT_ENDS: Final = "expiry_event_ends"
 _EVENT_ENDS_LIMIT: Final = 4096
 
 
-def _event_ends(program: Program) -> dict[tuple[str | None, str, date], tuple[datetime | None, bool]]:
-    """Per program: (code, tier, local event date) -> (expiry before clamping to the event time, rolling), for
-    the event-date conditions only. Kept with the program it is for (a copy shares `compiled`). Bounded:
-    cleared when full (one entry per code, tier and day in use)."""
-    owned: tuple[Program, dict[tuple[str | None, str, date], tuple[datetime | None, bool]]] | None = \
-        program.compiled.get(_EVENT_ENDS)
-    if owned is None or owned[0] is not program or len(owned[1]) >= _EVENT_ENDS_LIMIT:
-        owned = program.compiled[_EVENT_ENDS] = (program, {})
-    return owned[1]
+def _event_ends(fx: Effects) -> dict[tuple[str | None, str, date], tuple[datetime | None, bool]]:
+    """Per program (`Facts.event_ends`): (code, tier, local event date) -> (expiry before clamping to the event
+    time, rolling), for the event-date conditions only. Bounded: cleared when full (one entry per code, tier and
+    day in use)."""
+    ends = fx.known.event_ends
+    if len(ends) >= _EVENT_ENDS_LIMIT:
+        ends.clear()
+    return ends
 
 
 def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, Any] | None = None
@@ -238,7 +236,7 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
         # An event-date expiry is `max(end, event time)` where `end` (None: never) depends only on the code,
         # the tier and the local event date (`compute_expiry`): kept per program, so activities of one day
         # share it.
-        ends = _event_ends(fx.program)
+        ends = _event_ends(fx)
         hit = ends.get((code, tier, fx.local_date()))
         if hit is not None:
             end, rolling = hit

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -78,6 +78,8 @@ class Facts:
     (None: forever)."""
     rule_runs: dict[str, tuple[SetRun, ...]]
     """An activity's rule sets as the runner reads them, filled on first use (`set_runs`)."""
+    event_ends: dict[tuple[str | None, str, date], tuple[datetime | None, bool]]
+    """Event-date expiries by (code, tier, local event date), filled by `expiry.assign_expiry`."""
 
     def set_runs(self, activity: str) -> tuple[SetRun, ...]:
         runs = self.rule_runs.get(activity)
@@ -108,6 +110,7 @@ def facts(program: Program) -> Facts:
         return_window=None if retention.return_window_days is None else timedelta(days=retention.return_window_days),
         redemption_keep=None if reversal is None or lookback is None else timedelta(days=max(reversal, lookback)),
         rule_runs={},
+        event_ends={},
     )
     program.compiled[_KEY] = result
     return result

@@ -57,7 +57,7 @@ def _output_key(fx: Effects, rule: Rule, index: int) -> tuple[object, ...]:
     """Ids of notifications and coupons: unique across sets (and repeated tier changes) of one activity."""
     scope = fx.scope
     if isinstance(scope, SetScope):  # the index as text, as `derive_id` writes it (text parts are cheaper)
-        return (*scope.key_prefix, scope.name, rule.name, str(index))
+        return (*scope.key_head, rule.name, str(index))
     return (rule.name, str(index))
 
 
