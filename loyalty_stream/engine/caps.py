@@ -37,7 +37,7 @@ from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.events.activities import TransactionAdd, TransactionPayload
 from loyalty_stream.program.expressions import field_value
-from loyalty_stream.program.rules import Caps, CompiledRuleSet, Period
+from loyalty_stream.program.rules import Caps, CompiledRuleSet, Period, TenderCap, TrackerCap
 
 RETENTION_DAYS: Final = 400
 """How long after its period ended a counter is kept (a calendar year plus room for late events)."""
@@ -284,11 +284,12 @@ class SetScope:
         if not self.compiled.amount_capped or not isinstance(activity, TransactionAdd):
             self._amount_caps = []
             return []
-        caps = self.caps
-        if caps.tender_amount is not None and self._tender is None:
-            self._tender = _tender(fx, self, activity)
-        if caps.tracker is not None and self._tracker is None:
-            self._tracker = _tracker(fx, self, activity)
+        caps = self.compiled.caps
+        tender, tracker = caps.tender_amount, caps.tracker
+        if tender is not None and self._tender is None:
+            self._tender = _tender(fx, self, activity, tender)
+        if tracker is not None and self._tracker is None:
+            self._tracker = _tracker(fx, self, activity, tracker)
         known = self._amount_caps = [c for c in (self._tender, self._tracker) if c is not None]
         return known
 
@@ -348,24 +349,23 @@ def _room(fx: Effects, key: str, limit: Decimal) -> Decimal:
     return max(ZERO, limit - fx.state.counters.get(key, ZERO))
 
 
-def _tender(fx: Effects, scope: SetScope, activity: TransactionAdd) -> AmountCap:
-    """Only the first `limit` paid with the capped modes earns: the excess is taken off the bill pro rata."""
-    cap = scope.caps.tender_amount
-    assert cap is not None
+def _tender(fx: Effects, scope: SetScope, activity: TransactionAdd, cap: TenderCap) -> AmountCap:
+    """Only the first `limit` paid with the capped modes earns: the excess is taken off the bill pro rata.
+    (`cap` is the set's tender cap; the cap's and the bill's fields are read once.)"""
     payload = activity.payload
-    key = _period_key(fx, scope, "tender:" + "+".join(sorted(cap.modes)), cap.period)
-    paid = tender_amounts(payload, cap.modes)
+    modes, amount = cap.modes, payload.amount
+    key = _period_key(fx, scope, "tender:" + "+".join(sorted(modes)), cap.period)
+    paid = tender_amounts(payload, modes)
     room = _room(fx, key, cap.limit)
     counted = min(paid, room)
-    excess = min(paid - counted, payload.amount)
-    factor = ONE if payload.amount <= ZERO else (payload.amount - excess) / payload.amount
-    return AmountCap(key, counted, {None: factor}, modes=frozenset(cap.modes), excess=excess)
+    excess = min(paid - counted, amount)
+    factor = ONE if amount <= ZERO else (amount - excess) / amount
+    return AmountCap(key, counted, {None: factor}, modes=frozenset(modes), excess=excess)
 
 
-def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd) -> AmountCap:
-    """Line items carrying the tracked field earn only for the units still allowed, in bill order."""
-    cap = scope.caps.tracker
-    assert cap is not None
+def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd, cap: TrackerCap) -> AmountCap:
+    """Line items carrying the tracked field earn only for the units still allowed, in bill order (`cap`: the
+    set's tracker cap)."""
     payload = activity.payload
     key = _period_key(fx, scope, f"tracker:{cap.field}", cap.period)
     room = _room(fx, key, cap.limit)

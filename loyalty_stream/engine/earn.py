@@ -270,11 +270,12 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     desired_exact, capped_exact, desired_weights, capped_weights = sources
     decimals = fx.known.decimals
     desired = fx.round(desired_exact)
-    capped = fx.round(capped_exact) if capped_exact is not desired_exact else desired
-    awarded = min(capped, desired)
     cut_by = []
-    if awarded < desired:
-        cut_by.append("source caps")
+    awarded = desired
+    if capped_exact is not desired_exact:  # (else the same rounding: nothing to compare)
+        awarded = min(fx.round(capped_exact), desired)
+        if awarded < desired:
+            cut_by.append("source caps")
     max_points = plan.max_points
     if max_points is not None and awarded > max_points:
         awarded = round_down_to(max_points, decimals)

@@ -222,7 +222,7 @@ def assign_expiry(fx: Effects, code: str | None, transaction_fields: dict[str, A
     Delayed (promised) points count from the event date too, not from their conversion: the condition is
     about the activity, and the ledger entry of the promise already carries the expiry.
     """
-    code = code or fx.program.default_expiry
+    code = code or fx.known.default_expiry
     tier = _tier(fx)
     memo: dict[Any, Any] | None = None
     ends = None

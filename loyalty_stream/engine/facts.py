@@ -65,6 +65,7 @@ class Facts:
     rounder: Rounder
     """`round_points` with the program's decimals and strategy (`Effects.round`)."""
     lowest_tier: str
+    default_expiry: str | None
     reminder_offsets: tuple[int, ...]
     """Distinct reminder offsets (days before expiry), largest first."""
     reminder_horizon: timedelta
@@ -104,6 +105,7 @@ def facts(program: Program) -> Facts:
         strategy=program.rounding.strategy,
         rounder=rounder(program.rounding.decimals, program.rounding.strategy),
         lowest_tier=program.lowest_tier,
+        default_expiry=program.default_expiry,
         reminder_offsets=offsets,
         reminder_horizon=timedelta(days=offsets[0] + 2) if offsets else timedelta(0),
         accrual_rules=bool(program.rule_sets_for("DelayedAccrual")),
