@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, TypeAdapter
 from loyalty_stream.engine import allocation, expiry, periods, times
 from loyalty_stream.engine.earn import action_plan
 from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.facts import facts
 from loyalty_stream.engine.line_items import Unit, units_for
 from loyalty_stream.engine.state import ZERO, new_state
 from loyalty_stream.events.activities import TransactionPayload
@@ -258,7 +259,7 @@ def test_event_date_expiries_kept_per_day_are_what_compute_expiry_gives() -> Non
                 got, got_code, rolling = expiry.assign_expiry(fx, code)
                 assert (got_code, rolling) == (code or program.default_expiry, code == "MONTHS")
                 assert got == expected and (got is None or got.utcoffset() == expected.utcoffset()), (code, when)
-    table = program.compiled[expiry._EVENT_ENDS][1]
+    table = facts(program).event_ends
     assert {code for code, _, _ in table} == {"DAYS", "MONTHS", "SILVER_ONLY", "SOON", "NEVER"}  # never clamped
     assert all(end is None or end.tzinfo is times.fixed(end).tzinfo for end, _ in table.values())
 
