@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from loyalty_stream.engine.json_out import OUTPUT_OPTIONS, json_default
-from loyalty_stream.events.activities import ACTIVITY_TYPES, activity_adapter
+from loyalty_stream.events.activities import ACTIVITY_TYPES, validate_activity_json
 from loyalty_stream.events.envelope import Envelope
 
 
@@ -42,8 +42,7 @@ def decode_activity(raw: bytes | None) -> Envelope:
     if raw is None:
         raise DecodeError("not_json", "empty message (null value)")
     try:
-        activity: Envelope = activity_adapter.validate_json(raw)
-        return activity
+        return validate_activity_json(raw)
     except ValidationError as exc:
         validation = exc
     try:
