@@ -22,9 +22,16 @@ from typing import Any, Final
 
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.expiry import local_date
-from loyalty_stream.engine.state import ZERO, Bill, CustomerState, Lot, Redemption, StoredRows
-from loyalty_stream.engine.state import _iso as iso_text
-from loyalty_stream.engine.state import _parse as parse_stored
+from loyalty_stream.engine.state import (
+    ZERO,
+    Bill,
+    CustomerState,
+    Lot,
+    Redemption,
+    StoredRows,
+    iso_text,
+    parse_stored_time,
+)
 
 
 def newest(state: CustomerState, at: datetime) -> datetime:
@@ -80,7 +87,7 @@ def time_of(row_or_item: Any, index: int, attribute: str) -> datetime:
     through the codec's memo of stored date-times, whose values carry the engine's shared zones: they compare
     with each other and with the engine's times without asking both for their offsets (`engine.times`)."""
     if type(row_or_item) is list:
-        return parse_stored(row_or_item[index])
+        return parse_stored_time(row_or_item[index])
     value: datetime = getattr(row_or_item, attribute)
     return value
 
@@ -101,7 +108,7 @@ class _Horizon:
     def __init__(self, at: datetime) -> None:
         self.at = at
         self.text: str | None = None
-        """`at.isoformat()` (by the codec's `_iso`, in a fraction of the time), made on first use."""
+        """`at.isoformat()` (by the codec's `iso_text`, in a fraction of the time), made on first use."""
         self.offset = ""
 
     def reached(self, row_or_item: Any, index: int, attribute: str) -> bool:
@@ -122,7 +129,7 @@ class _Horizon:
             and text[4] == "-" and text[7] == "-" and text[13] == ":" and text[16] == ":"
         ):
             return text <= iso
-        return parse_stored(text) <= self.at
+        return parse_stored_time(text) <= self.at
 
 
 def raw(items: Any) -> dict[str, Any]:

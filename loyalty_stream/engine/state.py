@@ -376,7 +376,7 @@ class StoredRows(MutableMapping[str, V]):
 
 
 def _t(value: datetime | None) -> str | None:
-    return None if value is None else _iso(value)
+    return None if value is None else iso_text(value)
 
 
 _ISO: Final = TextMemo()
@@ -386,7 +386,7 @@ _DUMPS: Final = orjson.dumps
 _FRAGMENT: Final = orjson.Fragment
 
 
-def _iso(at: datetime) -> str:
+def iso_text(at: datetime) -> str:
     """`at.isoformat()`, remembered per date-time object: formatting costs more than the rest of a new lot's
     row, and lots share a few objects (one activity's times; stored texts are parsed once). A new one is
     formatted by orjson, in half the time (`isoformat` builds its text through a printf-like format), where
@@ -540,15 +540,15 @@ def _lot_to(lot: Lot, last: list[Any] | None) -> list[Any]:
         old = last
     if old is not None:
         was: list[Any] = old[0]
-        earned_text = was[4] if old[5] is earned_at else _iso(earned_at)
+        earned_text = was[4] if old[5] is earned_at else iso_text(earned_at)
         available_text = (was[5] if old[6] is available_at else
-                          None if available_at is None else _iso(available_at))
-        expires_text = was[6] if old[7] is expires_at else None if expires_at is None else _iso(expires_at)
+                          None if available_at is None else iso_text(available_at))
+        expires_text = was[6] if old[7] is expires_at else None if expires_at is None else iso_text(expires_at)
         points_text = was[1] if old[2] is points else str(points)
     else:
-        earned_text = _iso(earned_at)
-        available_text = None if available_at is None else _iso(available_at)
-        expires_text = None if expires_at is None else _iso(expires_at)
+        earned_text = iso_text(earned_at)
+        available_text = None if available_at is None else iso_text(available_at)
+        expires_text = None if expires_at is None else iso_text(expires_at)
         points_text = str(points)
     # A new lot's remaining is its points, and its shortfall the shared ZERO (not merely equal: "0.00").
     row = [
@@ -564,14 +564,14 @@ def _lot_to(lot: Lot, last: list[Any] | None) -> list[Any]:
 
 
 @lru_cache(maxsize=65536)
-def _parse(text: str) -> datetime:
+def parse_stored_time(text: str) -> datetime:
     """A stored date-time (the same few texts recur across customers: expiry and availability midnights)."""
     return fixed(datetime.fromisoformat(text))
 
 
 def _lots_from(rows: list[list[Any]]) -> list[Lot]:
     lots: list[Lot] = []
-    parse = _parse  # a hit is cheaper than any memo of the state's own
+    parse = parse_stored_time  # a hit is cheaper than any memo of the state's own
     for row in rows:
         earned_at = parse(row[4])
         text = row[5]

@@ -1,5 +1,5 @@
 """The output and state codec's fast paths give exactly what the plain computations give: `json_default`
-(compiled, date-times remembered by identity) against orjson's own writing, `_iso` against `isoformat`."""
+(compiled, date-times remembered by identity) against orjson's own writing, `iso_text` against `isoformat`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from loyalty_stream.engine.json_out import json_default
-from loyalty_stream.engine.state import _iso
+from loyalty_stream.engine.state import iso_text
 from loyalty_stream.events.activities import Registration, RegistrationPayload
 from loyalty_stream.events.codec import encode
 from loyalty_stream.events.outputs import Bucket, LedgerEntry, LedgerKind, SourceRef
@@ -88,5 +88,5 @@ def test_json_default_refuses_what_orjson_cannot_write() -> None:
 def test_iso_matches_isoformat(zone: timezone | None, year: int) -> None:
     for microsecond in (0, 1, 999999):
         at = datetime(year, 2, 3, 4, 5, 6, microsecond, tzinfo=zone)
-        assert _iso(at) == at.isoformat()
-        assert _iso(at) == at.isoformat()  # remembered
+        assert iso_text(at) == at.isoformat()
+        assert iso_text(at) == at.isoformat()  # remembered

@@ -60,7 +60,7 @@ def test_trusted_instances_share_a_fields_set_that_copies_do_not_leak_into() -> 
 
 
 def test_text_memo_remembers_by_identity_and_stays_bounded() -> None:
-    """`TextMemo` (behind the codec's `_iso` and `lifecycle.stamp`): the same object gives its remembered text;
+    """`TextMemo` (behind the codec's `iso_text` and `lifecycle.stamp`): the same object gives its remembered text;
     an equal date-time that is another object (another offset, another instant by `fold`) is formatted anew."""
     from datetime import UTC, datetime, timedelta, timezone
 

@@ -1,6 +1,6 @@
 """The engine's fast paths for ids and ledger entries give exactly what the plain computations give: ids
 hashed from text joined in pieces (`ids.joined`, `ids.id_of_text`, `effects._entry_id`) and the entries' source
-fields taken from the activity's base dict (`Effects.entry_base`) rather than set per entry."""
+fields copied from the previous entry (`effects._Written`) rather than set per entry."""
 
 from __future__ import annotations
 

@@ -129,17 +129,23 @@ def plain_tender(program: Program, deal: Any, counters: dict[str, Decimal]) -> t
 
 
 
+def only_amount_cap(program: Program, deal: Any, key: str, used: str | None) -> tuple[Effects, Any]:
+    """The first rule set's one amount cap for `deal`, with `used` already counted under `key`."""
+    fx = Effects(new_state("c1", "default"), deal, program, None)
+    if used is not None:
+        fx.state.counters[key] = D(used)
+    scope = SetScope(rule_plan(program).by_activity["TransactionAdd"][0], deal, ("TransactionAdd",))
+    (cap,) = scope.amount_caps(fx)
+    return fx, cap
+
+
 @pytest.mark.parametrize("used", [None, "0", "25", "50", "80"])
 @pytest.mark.parametrize("amount", ["100", "0"])
 def test_tender_cap_passed_in_is_the_sets_own(used: str | None, amount: str) -> None:
     program = cap_program({"tender_amount": {"modes": ["CARD"], "limit": 80, "period": "lifetime"}})
     deal = purchase(amount=amount, tenders=TENDERS)
-    fx = Effects(new_state("c1", "default"), deal, program, None)
     key = "cap:TransactionAdd:first:tender:CARD:lifetime"
-    if used is not None:
-        fx.state.counters[key] = D(used)
-    scope = SetScope(rule_plan(program).by_activity["TransactionAdd"][0], deal, ("TransactionAdd",))
-    (cap,) = scope.amount_caps(fx)
+    fx, cap = only_amount_cap(program, deal, key, used)
     counted, excess, factor = plain_tender(program, deal, dict(fx.state.counters))
     assert (cap.key, cap.counted, cap.excess, cap.factors, cap.modes) == (key, counted, excess, {None: factor},
                                                                           frozenset({"CARD"}))
@@ -149,12 +155,8 @@ def test_tender_cap_passed_in_is_the_sets_own(used: str | None, amount: str) -> 
 def test_tracker_cap_passed_in_is_the_sets_own(used: str | None) -> None:
     program = cap_program({"tracker": {"field": "litres", "limit": 50, "period": "lifetime"}})
     deal = purchase(line_items=ITEMS)
-    fx = Effects(new_state("c1", "default"), deal, program, None)
     key = "cap:TransactionAdd:first:tracker:litres:lifetime"
-    if used is not None:
-        fx.state.counters[key] = D(used)
-    scope = SetScope(rule_plan(program).by_activity["TransactionAdd"][0], deal, ("TransactionAdd",))
-    (cap,) = scope.amount_caps(fx)
+    _, cap = only_amount_cap(program, deal, key, used)
     room = 50 - D(used or 0)
     allowed = min(D(30), room)
     assert cap.key == key and cap.counted == allowed
