@@ -41,3 +41,12 @@ def trusted(cls: type[ContractT], values: dict[str, Any]) -> ContractT:
     _set_extra(instance, None)
     _set_private(instance, None)
     return instance
+
+
+def field_template(cls: type[BaseModel]) -> dict[str, Any]:
+    """Every field of `cls` in declaration order, None but `type` (the class's name, as each contract's `type`
+    literal is): what `trusted` takes once the values are set. A copy of a full dict is cheap (no rehashing),
+    and filling it in place keeps the order, where a dict literal this long costs about twice as much."""
+    fields: dict[str, Any] = dict.fromkeys(cls.model_fields)
+    fields["type"] = cls.__name__
+    return fields

@@ -139,7 +139,6 @@ class ActionPlan:
     tender_modes: list[str] | None
     delay_days: int | None
     expiry: str | None
-    rule_name: str
     key_head: tuple[str, str, str]
     """(rule name, index as text, condition code): the lot key after the scope's prefix, before the item."""
 
@@ -182,7 +181,7 @@ def _build_plan(program: Program, action: AllocateAction, rule: Rule, index: int
         proportional=options is None or options.use_proportions,
         max_points=None if options is None else options.max_points,
         tender_modes=action.tender_modes, delay_days=condition.delay_days, expiry=condition.expiry,
-        rule_name=rule.name, key_head=(rule.name, str(index), condition.code),
+        key_head=(rule.name, str(index), condition.code),
     )
 
 
@@ -308,7 +307,7 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     # Every lot of one action shares the condition and the event time, hence one expiry for all of them.
     expires_at, expiry_code, rolling = expiry.assign_expiry(fx, plan.expiry)
     lots = []
-    code, rule_name = plan.code, plan.rule_name
+    code, rule_name = plan.code, plan.key_head[0]
     # Indexed, not `zip(..., strict=True)`: under mypyc a call with a keyword argument to a builtin type is a
     # generic call that parses it (about 2.5k instructions per action). `distribute` gives a share per weight.
     count = len(units)

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
-from loyalty_stream.engine.contracts import trusted
+from loyalty_stream.engine.contracts import field_template, trusted
 from loyalty_stream.engine.facts import Facts, facts
 from loyalty_stream.engine.ids import derive_id, derive_id_of, id_of_text, joined
 from loyalty_stream.engine.rounding import CENTS, exponent_of, power_of_ten
@@ -45,18 +45,10 @@ CHECK_BALANCES = False
 
 _LOCAL_DATE: Final = "local_date"
 
-def _fields(contract: type[LedgerEntry | BalanceChange]) -> dict[str, Any]:
-    """Every field of `contract` in declaration order (values to be set, but `type`'s): what `trusted` takes,
-    copied per instance. A copy of a full dict is cheap (no rehashing), and filling it keeps the order."""
-    fields: dict[str, Any] = dict.fromkeys(contract.model_fields)
-    fields["type"] = contract.__name__
-    return fields
-
-
-_ENTRY: Final = _fields(LedgerEntry)
+_ENTRY: Final = field_template(LedgerEntry)
 _LEDGER_ENTRY: Final = LedgerEntry
 """`LedgerEntry` as a C global (by its name, a module-dict lookup per entry)."""
-_BALANCE_CHANGE: Final = _fields(BalanceChange)
+_BALANCE_CHANGE: Final = field_template(BalanceChange)
 _BALANCE_CHANGE_TYPE: Final = BalanceChange
 
 # Enum members as module constants: under mypyc `LedgerKind.EARN` is a module-dict lookup and then an attribute

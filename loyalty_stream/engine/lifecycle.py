@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
 from loyalty_stream.engine import parking, rules
-from loyalty_stream.engine.contracts import trusted
+from loyalty_stream.engine.contracts import field_template, trusted
 from loyalty_stream.engine.effects import CURRENT, PROMISED, Effects
 from loyalty_stream.engine.expiry import expiry_date, local_date, local_midnight, reminder_due
 from loyalty_stream.engine.facts import facts
@@ -516,15 +516,16 @@ def _payload(at: datetime, kind: DueKind) -> Contract:
     return payload
 
 
-def _fields(kind: DueKind) -> dict[str, Any]:
-    """A synthetic activity's fields in declaration order (see `trusted`), those of the customer and due time to
-    be set: a copy of this filled in place costs half a dict literal this long."""
-    return {"event_id": "", "program_id": "", "customer_id": "", "event_time": None,
-            "schema_version": SCHEMA_VERSION, "type": kind, "payload": None}
+def _fields(cls: type[Envelope]) -> dict[str, Any]:
+    """A synthetic activity's fields (`contracts.field_template`) with the schema version set: a copy gets the
+    customer's and the due time's."""
+    fields = field_template(cls)
+    fields["schema_version"] = SCHEMA_VERSION
+    return fields
 
 
-_ACCRUAL_FIELDS: Final = _fields("DelayedAccrual")
-_EXPIRY_FIELDS: Final = _fields("PointsExpiry")
+_ACCRUAL_FIELDS: Final = _fields(act.DelayedAccrual)
+_EXPIRY_FIELDS: Final = _fields(act.PointsExpiry)
 
 
 def _synthetic(state: CustomerState, at: datetime, kind: DueKind, event_id: str) -> Envelope:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,10 +31,9 @@ from loyalty_stream.engine.state import (
 from loyalty_stream.stream.processor import ActivityProcessor, decode_state
 
 from .conftest import process_all
-from .test_codec_lifecycle_fastpath import plain_row
+from .test_codec_lifecycle_fastpath import IST, plain_row
 
 D = Decimal
-IST = timezone(timedelta(hours=5, minutes=30))
 FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 
