@@ -128,10 +128,9 @@ class EngineProcesses:
             self._slots.release()
             raise self.failure or EngineProcessError("the engine processes are closed")
         if not self._tasks:
-            for index, engine in enumerate(self._engines):
-                await engine.connect(self._load, self._fail, index)
-            self._tasks = [*(engine.reader for engine in self._engines if engine.reader is not None),
-                           asyncio.create_task(self._take_in(), name="engine-process-results")]
+            for engine in self._engines:
+                await engine.connect(self._load, self._fail)
+            self._tasks = [asyncio.create_task(self._take_in(), name="engine-process-results")]
         programs = [p.model_dump(mode="json", by_alias=True) for p in self.registry.added_since(self._sent)]
         self._sent = self.registry.revision
         parts: list[list[int]] = [[] for _ in self._engines]
@@ -216,39 +215,77 @@ class _EngineLink:
         self.process.start()
         child.close()
         self.socket = parent
-        self.writer: asyncio.StreamWriter | None = None
-        self.reader: asyncio.Task[None] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.closing = False
         self.results: asyncio.Queue[tuple[list[Result], dict[str, Due]]] = asyncio.Queue()
         self.done = 0  # batches the worker took in: the engine's own states of those are in `load`'s answers
 
-    async def connect(self, load: Load, fail: Callable[[BaseException], None], index: int) -> None:
-        reader, self.writer = await asyncio.open_connection(sock=self.socket, limit=2**20)
-        self.reader = asyncio.create_task(self._read(reader, load, fail), name=f"engine-process-{index}")
+    async def connect(self, load: Load, fail: Callable[[BaseException], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_connection(lambda: _Frames(self, load, fail), sock=self.socket)
 
     def send(self, message: Any) -> None:
-        assert self.writer is not None
-        self.writer.write(_framed(message))
+        assert self.transport is not None
+        self.transport.write(_framed(message))
 
-    async def _read(self, reader: asyncio.StreamReader, load: Load, fail: Callable[[BaseException], None]) -> None:
-        """The engine's messages, in order: state requests are answered here, results queued."""
-        try:
-            while True:
-                size = _HEADER.unpack(await reader.readexactly(_HEADER.size))[0]
-                kind, body = pickle.loads(await reader.readexactly(size))
-                if kind == "keys":
-                    self.send(("states", (self.done, [load(key) for key in body])))
-                else:
-                    self.results.put_nowait(body)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # the engine is gone (EOF)
-            fail(exc)
+    def receive(self, message: bytearray, load: Load) -> None:
+        """One of the engine's messages, in order: a state request is answered at once, results queued."""
+        kind, body = pickle.loads(message)
+        if kind == "keys":
+            self.send(("states", (self.done, [load(key) for key in body])))
+        else:
+            self.results.put_nowait(body)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
         else:
             self.socket.close()
+
+
+class _Frames(asyncio.BufferedProtocol):
+    """The worker's end of an engine's socket: each message is read straight into a buffer of its own size
+    (a batch's results are megabytes; a stream reader copied them three times) and handed to the link."""
+
+    def __init__(self, link: _EngineLink, load: Load, fail: Callable[[BaseException], None]) -> None:
+        self.link, self.load, self.fail = link, load, fail
+        self.header = bytearray(_HEADER.size)
+        self.body: bytearray | None = None
+        self.view = memoryview(self.header)
+        self.got = 0
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.view[self.got:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.got += nbytes
+        if self.got < len(self.view):
+            return
+        self.got = 0
+        if self.body is None:
+            self.body = bytearray(_HEADER.unpack(self.header)[0])
+            self.view = memoryview(self.body)
+            if self.body:
+                return
+        message, self.body, self.view = self.body, None, memoryview(self.header)
+        try:
+            self.link.receive(message, self.load)
+        except Exception as exc:  # a broken message or a failed state read: as if the engine were gone
+            self.fail(exc)
+            if self.transport is not None:
+                self.transport.close()
+
+    def eof_received(self) -> bool:
+        return False  # closes the transport; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.link.closing:
+            self.fail(exc or EOFError("the engine process closed its socket"))
 
 
 class _Channel:
