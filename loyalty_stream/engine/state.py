@@ -206,6 +206,8 @@ class CustomerState:
     last_event_time: datetime | None = None
     parked: list[Parked] = field(default_factory=list)
     """Activities waiting for what they refer to, in arrival order (bounded: `engine.parking`)."""
+    coded: StateTexts | None = field(default=None, compare=False, repr=False)
+    """The codec's memo of the head's and counters' texts (`StateTexts`), shared by copies."""
 
     def __init__(
         self, customer_id: str, program_id: str, seq: int = 0, tier: str | None = None,
@@ -217,6 +219,7 @@ class CustomerState:
         redemptions: MutableMapping[str, Redemption] | None = None, bills: MutableMapping[str, Bill] | None = None,
         recent_event_ids: dict[str, None] | None = None, offsets: dict[str, int] | None = None,
         last_event_time: datetime | None = None, parked: list[Parked] | None = None,
+        coded: StateTexts | None = None,
     ) -> None:
         self.customer_id = customer_id
         self.program_id = program_id
@@ -241,6 +244,7 @@ class CustomerState:
         self.offsets = {} if offsets is None else offsets
         self.last_event_time = last_event_time
         self.parked = [] if parked is None else parked
+        self.coded = coded
 
     # Derived balances -------------------------------------------------------------------------------
     @property
@@ -292,7 +296,7 @@ def copy_state(state: CustomerState) -> CustomerState:
                           _bill_from)
                if isinstance(bills, StoredRows) else {k: _copy_bill(v) for k, v in bills.items()}),
         recent_event_ids=dict(state.recent_event_ids), offsets=dict(state.offsets),
-        last_event_time=state.last_event_time, parked=list(state.parked),
+        last_event_time=state.last_event_time, parked=list(state.parked), coded=state.coded,
     )
 
 
@@ -609,10 +613,8 @@ def _str(value: Decimal) -> str:
 
 def _bill_from(number: str, row: list[Any]) -> Bill:
     event_id, event_time, amount, returned_amount, fully, items = row
-    bill_time = _pt(event_time)
-    assert bill_time is not None
     return Bill(
-        bill_number=number, event_id=event_id, event_time=bill_time, amount=Decimal(amount),
+        bill_number=number, event_id=event_id, event_time=parse_stored_time(event_time), amount=Decimal(amount),
         returned_amount=Decimal(returned_amount), fully_returned=fully,
         items={
             item[0]: BillItem(item[0], item[1], Decimal(item[2]), Decimal(item[3]), Decimal(item[4]),
@@ -629,10 +631,8 @@ def _redemption_to(r: Redemption) -> list[Any]:
 
 def _redemption_from(rid: str, row: list[Any]) -> Redemption:
     event_id, at, points, bill, consumed, was_reversed = row
-    at_time = _pt(at)
-    assert at_time is not None
     return Redemption(
-        redemption_id=rid, event_id=event_id, at=at_time, points=Decimal(points), bill_number=bill,
+        redemption_id=rid, event_id=event_id, at=parse_stored_time(at), points=Decimal(points), bill_number=bill,
         consumed=[Consumption(lot_id, Decimal(p)) for lot_id, p in consumed], reversed=was_reversed,
     )
 
@@ -752,6 +752,98 @@ def _tail(state: CustomerState) -> dict[str, Any]:
     return data
 
 
+class StateTexts:
+    """A settled encode's texts of a state's head and counters, each with the objects it was formatted from:
+    the next settled encode (the processor's cached state, once a record) writes what still holds those very
+    objects as kept. Formatting a Decimal costs more than the rest of its member, and most of them, and every
+    field of the head but `seq`, are the same objects record after record. Texts are keyed by identity (equal
+    Decimals can have other texts), so copies of a state may share this memo."""
+
+    __slots__ = ("counters", "customer_id", "debt", "debt_text", "earned", "earned_text", "expired",
+                 "expired_text", "head", "head_rest", "membership_end", "program_id", "purchases",
+                 "purchases_text", "redeemed", "redeemed_text", "registered_at", "returned", "returned_text", "tier")
+
+    def __init__(self) -> None:
+        # `head` is None until a head was kept; then it and `head_rest` are the JSON around the seq's digits.
+        self.head: bytes | None = None
+        self.head_rest = b""
+        self.customer_id = ""
+        self.program_id = ""
+        self.tier: str | None = None
+        self.registered_at: datetime | None = None
+        self.membership_end: date | None = None
+        self.debt = self.earned = self.purchases = self.redeemed = self.expired = self.returned = ZERO
+        self.debt_text = self.earned_text = self.purchases_text = "0"
+        self.redeemed_text = self.expired_text = self.returned_text = "0"
+        self.counters: dict[str, tuple[Decimal, str, str]] = {}
+        """Per counter: its value, its key's JSON and its member's JSON (`"key":"value"`)."""
+
+
+def _head_parts(state: CustomerState, texts: StateTexts, parts: list[bytes]) -> None:
+    """Append what `dumps(_head(state))[:-1]` writes, then `,"lots":[`: the JSON before and after `seq` as kept
+    while the fields around it are the same objects (and the free-form fields empty: their dicts change in
+    place), the seq's digits (an int: what orjson writes)."""
+    customer_id, program_id, tier = state.customer_id, state.program_id, state.tier
+    registered_at, membership_end = state.registered_at, state.membership_end
+    if state.custom_fields or state.extended_fields:
+        parts.append(_DUMPS(_head(state))[:-1])
+        parts.append(b',"lots":[')
+        return
+    head = texts.head
+    if (head is None or texts.customer_id is not customer_id or texts.program_id is not program_id
+            or texts.tier is not tier or texts.registered_at is not registered_at
+            or texts.membership_end is not membership_end):
+        head = texts.head = _DUMPS({"v": 1, "customer_id": customer_id, "program_id": program_id})[:-1] + b',"seq":'
+        texts.head_rest = b"," + _DUMPS({
+            "tier": tier, "registered_at": _t(registered_at),
+            "membership_end": None if membership_end is None else membership_end.isoformat(),
+            "custom_fields": {}, "extended_fields": {},
+        })[1:-1] + b',"lots":['
+        texts.customer_id, texts.program_id, texts.tier = customer_id, program_id, tier
+        texts.registered_at, texts.membership_end = registered_at, membership_end
+    parts.append(head)
+    parts.append(str(state.seq).encode())
+    parts.append(texts.head_rest)
+
+
+def _middle_json(state: CustomerState, texts: StateTexts) -> bytes:
+    """What `dumps(_middle(state))[1:-1]` writes: each Decimal's text as kept while it is the same object (Decimal
+    texts need no escaping), each counter's member likewise."""
+    value = state.debt
+    if value is not texts.debt:
+        texts.debt, texts.debt_text = value, _str(value)
+    value = state.lifetime_earned
+    if value is not texts.earned:
+        texts.earned, texts.earned_text = value, _str(value)
+    value = state.lifetime_purchases
+    if value is not texts.purchases:
+        texts.purchases, texts.purchases_text = value, _str(value)
+    value = state.redeemed
+    if value is not texts.redeemed:
+        texts.redeemed, texts.redeemed_text = value, _str(value)
+    value = state.expired
+    if value is not texts.expired:
+        texts.expired, texts.expired_text = value, _str(value)
+    value = state.returned
+    if value is not texts.returned:
+        texts.returned, texts.returned_text = value, _str(value)
+    counters = state.counters
+    kept = texts.counters
+    members: list[str] = []
+    for key, count in counters.items():
+        hit = kept.get(key)
+        if hit is None or hit[0] is not count:
+            key_json = _DUMPS(key).decode() if hit is None else hit[1]
+            hit = kept[key] = (count, key_json, f'{key_json}:"{_str(count)}"')
+        members.append(hit[2])
+    if len(kept) > len(counters):  # counters gone: keep only the present ones' texts
+        texts.counters = {key: kept[key] for key in counters}
+    return (f'"debt":"{texts.debt_text}","lifetime_earned":"{texts.earned_text}",'
+            f'"lifetime_purchases":"{texts.purchases_text}","purchase_count":{state.purchase_count},'
+            f'"redeemed":"{texts.redeemed_text}","expired":"{texts.expired_text}",'
+            f'"returned":"{texts.returned_text}","counters":{{{",".join(members)}}}').encode()
+
+
 def state_from_dict(data: dict[str, Any]) -> CustomerState:
     """The state a `state_to_dict` result describes. Its rows are read, never changed, and may be kept (bills
     and redemptions are decoded from them on first access; lots encode back as them while unchanged)."""
@@ -804,10 +896,15 @@ def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     # The sections joined in one copy (what orjson writes for `state_to_dict`, compact): the result holds only
     # its own bytes (see `codec.right_sized`), and each lot's, bill's and redemption's JSON is copied once.
     dumps = orjson.dumps
-    parts = [dumps(_head(state))[:-1], b',"lots":[']
+    texts = state.coded
+    if texts is None:
+        texts = state.coded = StateTexts()
+    parts: list[bytes] = []
+    _head_parts(state, texts, parts)
+    first = len(parts)
     _lot_texts(state.lots, parts)
-    _closed(parts, 2, b"],")
-    parts.append(dumps(_middle(state))[1:-1])
+    _closed(parts, first, b"],")
+    parts.append(_middle_json(state, texts))
     parts.append(b',"redemptions":{')
     first = len(parts)
     redemptions = _settled_rows(state.redemptions, _redemption_to, _redemption_from, parts)
