@@ -32,12 +32,13 @@ from typing import Any, Final
 
 from loyalty_stream.engine import periods
 from loyalty_stream.engine.effects import Effects
+from loyalty_stream.engine.facts import SetFacts
 from loyalty_stream.engine.line_items import ONE, Unit, distribute, quantum_of, tender_amounts
 from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.events.activities import TransactionAdd, TransactionPayload
 from loyalty_stream.program.expressions import field_value
-from loyalty_stream.program.rules import Caps, CompiledRuleSet, Period, TenderCap, TrackerCap
+from loyalty_stream.program.rules import Caps, CompiledRuleSet, Period
 
 RETENTION_DAYS: Final = 400
 """How long after its period ended a counter is kept (a calendar year plus room for late events)."""
@@ -216,6 +217,8 @@ class SetScope:
     activity: Any
     key_prefix: tuple[object, ...]
     """Ids of this scope's outputs start with it (the activity, and for TierChange the new tier)."""
+    info: SetFacts
+    """The set's facts (`facts.SetRun.facts`; made on the spot for a scope built without them)."""
     lots: list[Lot] = field(default_factory=list)
     awarded: Decimal = ZERO
     _tender: AmountCap | None = None
@@ -229,8 +232,10 @@ class SetScope:
     def __init__(self, compiled: CompiledRuleSet, activity: Any, key_prefix: tuple[object, ...],
                  lots: list[Lot] | None = None, awarded: Decimal = ZERO, _tender: AmountCap | None = None,
                  _tracker: AmountCap | None = None, _points_key: str | None = None, _points_exhausted: bool = False,
-                 _amount_caps: list[AmountCap] | None = None) -> None:
+                 _amount_caps: list[AmountCap] | None = None, info: SetFacts | None = None,
+                 key_head: tuple[object, ...] | None = None) -> None:
         # Written out: under mypyc an explicit __init__ is compiled, the dataclass-generated one runs interpreted.
+        # `info` and `key_head` come from the runner's `facts.SetRun` (read once per program).
         self.compiled = compiled
         self.activity = activity
         self.key_prefix = key_prefix
@@ -241,7 +246,8 @@ class SetScope:
         self._points_key = _points_key
         self._points_exhausted = _points_exhausted
         self._amount_caps = _amount_caps
-        self.key_head = (*key_prefix, compiled.name)
+        self.info = info = SetFacts(compiled) if info is None or info.compiled is not compiled else info
+        self.key_head = (*key_prefix, info.name) if key_head is None else key_head
 
     @property
     def caps(self) -> Caps:
@@ -255,17 +261,17 @@ class SetScope:
     def points_key(self, fx: Effects) -> str | None:
         """The total-points counter of this event's period (computed once per scope)."""
         if self._points_key is None:
-            compiled = self.compiled
-            if compiled.total_points is None:
+            info = self.info
+            if info.total_points is None:
                 return None
-            label = period_label(fx, compiled.caps.total_points_period)
-            self._points_key = counter_key(compiled.activity, compiled.name, "points", label)
+            label = period_label(fx, info.points_period)
+            self._points_key = counter_key(info.activity, info.name, "points", label)
             self._points_exhausted = current_too_old(fx, self._points_key)
         return self._points_key
 
     def points_room(self, fx: Effects) -> Decimal | None:
         """Points the set may still award in the current period; None when uncapped."""
-        total = self.compiled.total_points
+        total = self.info.total_points
         if total is None:
             return None
         key = self.points_key(fx)
@@ -281,15 +287,14 @@ class SetScope:
         if known is not None:
             return known
         activity = self.activity
-        if not self.compiled.amount_capped or not isinstance(activity, TransactionAdd):
+        info = self.info
+        if not info.amount_capped or not isinstance(activity, TransactionAdd):
             self._amount_caps = []
             return []
-        caps = self.compiled.caps
-        tender, tracker = caps.tender_amount, caps.tracker
-        if tender is not None and self._tender is None:
-            self._tender = _tender(fx, self, activity, tender)
-        if tracker is not None and self._tracker is None:
-            self._tracker = _tracker(fx, self, activity, tracker)
+        if info.has_tender and self._tender is None:
+            self._tender = _tender(fx, self, activity, info)
+        if info.has_tracker and self._tracker is None:
+            self._tracker = _tracker(fx, self, activity, info)
         known = self._amount_caps = [c for c in (self._tender, self._tracker) if c is not None]
         return known
 
@@ -328,9 +333,13 @@ class SetScope:
             fx.outcome.skipped.extend(cap.notes)
             if cap.counted <= ZERO or self.awarded <= ZERO:
                 continue
-            charge(fx, cap.key, cap.counted)
+            counted = cap.counted
+            charge(fx, cap.key, counted)
             lots = [lot for lot in self.lots if lot.points > ZERO]
-            shares = distribute(cap.counted, [lot.points for lot in lots], quantum_of(cap.counted))
+            # One lot takes the whole count: `distribute` would give it `counted` at a finer scale, and the
+            # entry is written normalized (the same text for the same value).
+            shares = [counted] if len(lots) == 1 else distribute(counted, [lot.points for lot in lots],
+                                                                 quantum_of(counted))
             # Indexed: `zip(..., strict=True)` is a keyword call to a builtin type, a generic parsed call.
             for position in range(len(lots)):
                 lot, share = lots[position], shares[position]
@@ -340,7 +349,8 @@ class SetScope:
 
 def _period_key(fx: Effects, scope: SetScope, what: str, period: Period) -> str:
     label = period_label(fx, period)
-    return counter_key(scope.compiled.activity, scope.name, what, label)
+    info = scope.info
+    return counter_key(info.activity, info.name, what, label)
 
 
 def _room(fx: Effects, key: str, limit: Decimal) -> Decimal:
@@ -349,32 +359,32 @@ def _room(fx: Effects, key: str, limit: Decimal) -> Decimal:
     return max(ZERO, limit - fx.state.counters.get(key, ZERO))
 
 
-def _tender(fx: Effects, scope: SetScope, activity: TransactionAdd, cap: TenderCap) -> AmountCap:
+def _tender(fx: Effects, scope: SetScope, activity: TransactionAdd, info: SetFacts) -> AmountCap:
     """Only the first `limit` paid with the capped modes earns: the excess is taken off the bill pro rata.
-    (`cap` is the set's tender cap; the cap's and the bill's fields are read once.)"""
+    (`info` holds the set's tender cap as read once per program; the bill's fields are read once.)"""
     payload = activity.payload
-    modes, amount = cap.modes, payload.amount
-    key = _period_key(fx, scope, "tender:" + "+".join(sorted(modes)), cap.period)
-    paid = tender_amounts(payload, modes)
-    room = _room(fx, key, cap.limit)
+    amount = payload.amount
+    key = _period_key(fx, scope, info.tender_what, info.tender_period)
+    paid = tender_amounts(payload, info.tender_modes)
+    room = _room(fx, key, info.tender_limit)
     counted = min(paid, room)
     excess = min(paid - counted, amount)
     factor = ONE if amount <= ZERO else (amount - excess) / amount
-    return AmountCap(key, counted, {None: factor}, modes=frozenset(modes), excess=excess)
+    return AmountCap(key, counted, {None: factor}, modes=info.tender_mode_set, excess=excess)
 
 
-def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd, cap: TrackerCap) -> AmountCap:
-    """Line items carrying the tracked field earn only for the units still allowed, in bill order (`cap`: the
-    set's tracker cap)."""
+def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd, info: SetFacts) -> AmountCap:
+    """Line items carrying the tracked field earn only for the units still allowed, in bill order (`info`: the
+    set's tracker cap as read once per program)."""
     payload = activity.payload
-    key = _period_key(fx, scope, f"tracker:{cap.field}", cap.period)
-    room = _room(fx, key, cap.limit)
+    key = _period_key(fx, scope, info.tracker_what, info.tracker_period)
+    room = _room(fx, key, info.tracker_limit)
     factors: dict[str | None, Decimal] = {}
     notes: list[str] = []
     counted = ZERO
     weighted = ZERO
     items_total = ZERO  # (summed in the loop, in the same order: each item's attributes are read once)
-    tracked = cap.field
+    tracked = info.tracker_field
     for item in payload.line_items:
         item_id, amount = item.item_id, item.amount
         items_total += amount

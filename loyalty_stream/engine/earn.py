@@ -200,7 +200,7 @@ def _sources(fx: Effects, plan: ActionPlan, activity: Any, units: list[Unit], sc
     tier = state.tier or fx.known.lowest_tier
     info = plan.info
     kind = info.kind
-    source_cap = scope.compiled.source_value if scope is not None else None
+    source_cap = scope.info.source_value if scope is not None else None
     amounts = [u.amount for u in units]
     proportional = plan.proportional
     if kind == "field":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,7 @@ from loyalty_stream.engine.rounding import Rounder, RoundingStrategy, rounder
 from loyalty_stream.program.expressions import compile_condition
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.retention import redemption_lookback_days
-from loyalty_stream.program.rules import CompiledRuleSet, Rule, rule_plan
+from loyalty_stream.program.rules import CompiledRuleSet, Period, Rule, rule_plan
 
 _KEY: Final = "engine_facts"
 
@@ -34,10 +35,40 @@ class RuleRun:
     """(action type, action) in order."""
 
 
+class SetFacts:
+    """What `caps.SetScope` reads of a rule set and its caps, as native attributes read once per program (the
+    compiled set and the caps are interpreted classes: an attribute read is a generic lookup)."""
+
+    def __init__(self, compiled: CompiledRuleSet) -> None:
+        caps = compiled.caps
+        self.compiled = compiled
+        self.name: str = compiled.name
+        self.activity: str = compiled.activity
+        self.total_points: Decimal | None = compiled.total_points
+        self.points_period: Period = caps.total_points_period
+        self.source_value: Decimal | None = compiled.source_value
+        self.amount_capped: bool = compiled.amount_capped
+        tender, tracker = caps.tender_amount, caps.tracker
+        self.has_tender = tender is not None
+        self.tender_modes: list[str] = [] if tender is None else tender.modes
+        self.tender_mode_set: frozenset[str] = frozenset(self.tender_modes)
+        self.tender_what = "" if tender is None else "tender:" + "+".join(sorted(tender.modes))
+        self.tender_limit: Decimal = Decimal(0) if tender is None else tender.limit
+        self.tender_period: Period = "lifetime" if tender is None else tender.period
+        self.has_tracker = tracker is not None
+        self.tracker_field = "" if tracker is None else tracker.field
+        self.tracker_what = "" if tracker is None else f"tracker:{tracker.field}"
+        self.tracker_limit: Decimal = Decimal(0) if tracker is None else tracker.limit
+        self.tracker_period: Period = "lifetime" if tracker is None else tracker.period
+
+
 @dataclass(frozen=True, slots=True)
 class SetRun:
     compiled: CompiledRuleSet
     rules: tuple[RuleRun, ...]
+    facts: SetFacts
+    key_head: tuple[object, ...]
+    """(activity, set name): a scope's `key_head` under the runner's default key prefix."""
 
 
 def _set_runs(program: Program, activity: str) -> tuple[SetRun, ...]:
@@ -50,7 +81,7 @@ def _set_runs(program: Program, activity: str) -> tuple[SetRun, ...]:
             RuleRun(compiled.rule, None if compiled.holds is always else compiled.holds,
                     tuple((action.type, action) for action in compiled.rule.actions))
             for compiled in compiled_set.rules
-        ))
+        ), SetFacts(compiled_set), (activity, compiled_set.name))
         for compiled_set in plan
     )
 

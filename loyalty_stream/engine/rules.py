@@ -117,7 +117,8 @@ def run_rule_sets(fx: Effects, activity_name: str, activity: Any,
             else:
                 continue
             rule = rule_run.rule
-            scope = SetScope(run.compiled, activity, prefix)
+            scope = SetScope(run.compiled, activity, prefix, info=run.facts,
+                             key_head=None if key_prefix else run.key_head)
             fx.scope = scope
             for index, (action_type, action) in enumerate(rule_run.actions):
                 handler = actions.get(action_type) or COMMON_HANDLERS.get(action_type)
