@@ -33,7 +33,7 @@ from typing import Any, Final
 from loyalty_stream.engine import periods
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.facts import SetFacts
-from loyalty_stream.engine.line_items import ONE, Unit, distribute, quantum_of, tender_amounts
+from loyalty_stream.engine.line_items import ONE, Unit, distribute, item_rows_of, quantum_of, tender_amounts
 from loyalty_stream.engine.rounding import normalize
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
 from loyalty_stream.events.activities import TransactionAdd, TransactionPayload
@@ -385,8 +385,8 @@ def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd, info: SetFa
     weighted = ZERO
     items_total = ZERO  # (summed in the loop, in the same order: each item's attributes are read once)
     tracked = info.tracker_field
-    for item in payload.line_items:
-        item_id, amount = item.item_id, item.amount
+    for row in item_rows_of(fx, payload):
+        item_id, amount, item = row[0], row[1], row[2]
         items_total += amount
         raw = item.custom_fields.get(tracked)
         if raw is None:

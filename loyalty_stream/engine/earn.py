@@ -43,10 +43,11 @@ def handle_transaction(fx: Effects, activity: act.TransactionAdd) -> None:
         fx.outcome.rejected = (f"payload.bill_number: bill {payload.bill_number!r} was already credited by event "
                                f"{known.event_id!r}; a bill is credited once")
         return
+    rows = line_items.item_rows_of(fx, payload)  # (the actions earning on line items read them again)
     state.bills[payload.bill_number] = Bill(
         bill_number=payload.bill_number, event_id=fx.event_id, event_time=fx.time,
         amount=payload.amount,
-        items={i.item_id: BillItem(i.item_id, i.sku, i.amount, i.quantity) for i in payload.line_items},
+        items={row[0]: BillItem(row[0], row[3], row[1], row[2].quantity) for row in rows},
     )
     state.lifetime_purchases += payload.amount
     state.purchase_count += 1
@@ -253,7 +254,9 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
         return f"{owner}.actions[{index}] {plan.code}"
 
     payload = activity.payload if isinstance(activity, TransactionAdd) else None
-    units = line_items.units_for(plan.options, plan.filtered, payload)
+    options = plan.options
+    rows = line_items.item_rows_of(fx, payload) if payload is not None and options is not None else None
+    units = line_items.units_for(options, plan.filtered, payload, rows)
     if not units:
         return []
     tender_modes = plan.tender_modes

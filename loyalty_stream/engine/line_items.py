@@ -14,6 +14,7 @@ from decimal import Decimal
 from math import lcm
 from typing import Final
 
+from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.rounding import exponent_of, power_of_ten
 from loyalty_stream.engine.state import ZERO
 from loyalty_stream.events.activities import LineItem, TransactionPayload
@@ -37,20 +38,48 @@ class Unit:
         self.item = item
 
 
-def units_for(options: LineItemOptions | None, filtered: bool, payload: TransactionPayload | None) -> list[Unit]:
+ItemRow = tuple[str, Decimal, LineItem, str, "str | None"]
+"""A line item's (item_id, amount, item, sku, category): its fields the earn path reads, read once."""
+
+_ROWS_KEY: Final = "earn_item_rows"
+
+
+def item_rows(payload: TransactionPayload) -> list[ItemRow]:
+    return [(item.item_id, item.amount, item, item.sku, item.category) for item in payload.line_items]
+
+
+def item_rows_of(fx: Effects, payload: TransactionPayload) -> list[ItemRow]:
+    """`item_rows(payload)` once per activity (kept in its memo with the payload it is for): the bill, every
+    action earning on line items and the tracker cap read the items' fields from it (an attribute read of a
+    pydantic model is a generic lookup)."""
+    memo = fx.memo_for()
+    known: tuple[TransactionPayload, list[ItemRow]] | None = memo.get(_ROWS_KEY)
+    if known is not None and known[0] is payload:
+        return known[1]
+    rows = item_rows(payload)
+    memo[_ROWS_KEY] = (payload, rows)
+    return rows
+
+
+def units_for(options: LineItemOptions | None, filtered: bool, payload: TransactionPayload | None,
+              rows: list[ItemRow] | None = None) -> list[Unit]:
     """The units an allocate action with line-item `options` earns on (before caps), in bill order; empty when
-    a filter matches nothing. `filtered` is `options.filtered` (the action's plan keeps it: `earn.ActionPlan`)."""
+    a filter matches nothing. `filtered` is `options.filtered` (the action's plan keeps it: `earn.ActionPlan`);
+    `rows` are the payload's `item_rows` when the caller has them."""
     if payload is None:
         return [Unit(None, ZERO)]
-    items = payload.line_items
-    if options is None or not items:
+    if options is None:
+        return [] if filtered else [Unit(None, payload.amount)]
+    if rows is None:
+        rows = item_rows(payload)
+    if not rows:
         return [] if filtered else [Unit(None, payload.amount)]
     if not filtered:
-        return [Unit(item.item_id, item.amount, item) for item in items]
+        return [Unit(row[0], row[1], row[2]) for row in rows]
     sku_in, category_in = options.sku_in, options.category_in
     return [
-        Unit(item.item_id, item.amount, item) for item in items
-        if (sku_in is None or item.sku in sku_in) and (category_in is None or item.category in category_in)
+        Unit(row[0], row[1], row[2]) for row in rows
+        if (sku_in is None or row[3] in sku_in) and (category_in is None or row[4] in category_in)
     ]
 
 

@@ -152,3 +152,51 @@ def test_closing_over_several_lots_still_distributes() -> None:
     scope.close(fx)
     shares = distribute(D("10"), [D(1), D(2)], quantum_of(D("10")))
     assert [lot.cap_keys for lot in lots] == [(f"cap:k={normalize(s)}",) for s in shares]
+
+
+ROW_ITEMS = [{"item_id": "1", "sku": "A", "amount": "60.50", "category": "fuel", "custom_fields": {"litres": 30}},
+             {"item_id": "2", "sku": "B", "amount": "40", "quantity": 2},
+             {"item_id": "3", "sku": "C", "amount": "0.005", "category": "food"}]
+
+
+@pytest.mark.parametrize("items", [[], ROW_ITEMS[:1], ROW_ITEMS])
+@pytest.mark.parametrize("options", [None, {}, {"category_in": ["fuel"]}, {"sku_in": ["B", "C"]},
+                                     {"sku_in": ["Z"], "category_in": ["fuel"]}, {"use_proportions": False}])
+def test_units_from_the_activitys_item_rows_are_the_payloads(items: list[dict[str, Any]],
+                                                             options: dict[str, Any] | None) -> None:
+    from loyalty_stream.engine.line_items import item_rows, item_rows_of, units_for
+    from loyalty_stream.program.rules import LineItemOptions
+
+    deal = activity("TransactionAdd", "e1", "2024-05-01T10:00:00+05:30", bill_number="b", amount="100.5",
+                    line_items=items)
+    payload = deal.payload
+    fx = Effects(new_state("c1", "default"), deal, sets_program({}), None)
+    rows = item_rows_of(fx, payload)
+    assert item_rows_of(fx, payload) is rows  # once per activity
+    assert rows == [(i.item_id, i.amount, i, i.sku, i.category) for i in payload.line_items] == item_rows(payload)
+    other = purchase("e2")  # another activity's payload is not answered from the memo
+    assert item_rows_of(Effects(new_state("c1", "default"), other, sets_program({}), None),
+                        other.payload)[0][2] is other.payload.line_items[0]
+    opts = None if options is None else LineItemOptions.model_validate(options)
+    filtered = opts is not None and opts.filtered
+    want = units_for(opts, filtered, payload)
+    got = units_for(opts, filtered, payload, rows)
+    assert [(u.item_id, str(u.amount), u.item) for u in got] == [(u.item_id, str(u.amount), u.item) for u in want]
+    plain = [] if opts is None or not payload.line_items else [
+        i for i in payload.line_items if (opts.sku_in is None or i.sku in opts.sku_in)
+        and (opts.category_in is None or i.category in opts.category_in)]
+    if opts is None or not payload.line_items:
+        assert [(u.item_id, u.amount) for u in got] == ([] if filtered else [(None, payload.amount)])
+    else:
+        assert [u.item for u in got] == plain
+
+
+def test_the_bill_is_recorded_from_the_item_rows() -> None:
+    from loyalty_stream.engine.core import apply
+
+    deal = activity("TransactionAdd", "e1", "2024-05-01T10:00:00+05:30", bill_number="b", amount="100.5",
+                    line_items=ROW_ITEMS)
+    outcome = apply(None, deal, sets_program({}))
+    bill = outcome.state.bills["b"]
+    assert [(i.item_id, i.sku, str(i.amount), str(i.quantity)) for i in bill.items.values()] == [
+        (i.item_id, i.sku, str(i.amount), str(i.quantity)) for i in deal.payload.line_items]
