@@ -24,7 +24,7 @@ import orjson
 
 from loyalty_stream.engine.contracts import trusted
 from loyalty_stream.engine.core import apply
-from loyalty_stream.engine.effects import Outcome
+from loyalty_stream.engine.effects import Outcome, encode_outputs
 from loyalty_stream.engine.parking import GivenUp
 from loyalty_stream.engine.state import CustomerState, state_from_dict, state_to_json
 from loyalty_stream.events.codec import DecodeError, decode_activity, encode, right_sized, text_or_base64
@@ -56,6 +56,8 @@ TOPIC_ACTIVITIES: dict[str, frozenset[str]] = {
     "delayed-accrual": frozenset({"DelayedAccrual", "PointsExpiry"}),
 }
 TOPIC_OF_ACTIVITY: dict[str, str] = {kind: topic for topic, kinds in TOPIC_ACTIVITIES.items() for kind in kinds}
+_OUTCOME_TOPICS = (LEDGER, BALANCE_CHANGES, NOTIFICATIONS, REDEMPTION_RESULTS, TIER_CHANGES, COUPONS)
+"""The topics of an outcome's outputs, in the order `engine.effects.encode_outputs` takes them."""
 
 
 def state_key(program_id: str, customer_id: str) -> bytes:
@@ -228,14 +230,8 @@ class ActivityProcessor:
         outcome, activity = processed.outcome, processed.activity
         assert outcome is not None and activity is not None
         outputs = processed.outputs
-        outputs.extend((LEDGER, encode(entry)) for entry in outcome.ledger)
-        if outcome.balance_change is not None:
-            outputs.append((BALANCE_CHANGES, encode(outcome.balance_change)))
-        outputs.extend((NOTIFICATIONS, encode(n)) for n in outcome.notifications)
-        if outcome.redemption_result is not None:
-            outputs.append((REDEMPTION_RESULTS, encode(outcome.redemption_result)))
-        outputs.extend((TIER_CHANGES, encode(t)) for t in outcome.tier_changes)
-        outputs.extend((COUPONS, encode(c)) for c in outcome.coupons)
+        # Each as `encode` writes it; compiled, and the engine's entries from the values it rendered as it made them.
+        encode_outputs(outcome, _OUTCOME_TOPICS, outputs)
         if outcome.rejected is not None:
             dead = self._dead(real_topic, partition, offset, key, value, "rejected_by_program", outcome.rejected)
             outputs.extend(dead.outputs)
