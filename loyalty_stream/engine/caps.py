@@ -137,9 +137,23 @@ def _prune(fx: Effects, key: str) -> None:
     if not counters or key in counters or key.endswith(":lifetime"):
         return
     horizon = _horizon(fx, fx.time)
-    for old in [k for k in counters if k.startswith("cap:")]:
-        end = period_end(old)
-        if end is not None and end < horizon:
+    # One pass reading each key's end from `_ENDS` (`period_end` only for a key not kept there); the rare key
+    # to drop is then checked for the prefix and collected (deleted after the pass).
+    dropped: list[str] | None = None
+    for old in counters:
+        end = _ENDS.get(old)
+        if end is None:
+            if old in _ENDS:
+                continue
+            end = period_end(old)
+            if end is None:
+                continue
+        if end < horizon and old.startswith("cap:"):
+            if dropped is None:
+                dropped = []
+            dropped.append(old)
+    if dropped is not None:
+        for old in dropped:
             del counters[old]
 
 
@@ -264,8 +278,7 @@ class SetScope:
             info = self.info
             if info.total_points is None:
                 return None
-            label = period_label(fx, info.points_period)
-            self._points_key = counter_key(info.activity, info.name, "points", label)
+            self._points_key = _key_for(fx, info.points_keys, info, "points", info.points_period)
             self._points_exhausted = current_too_old(fx, self._points_key)
         return self._points_key
 
@@ -347,10 +360,16 @@ class SetScope:
                     lot.cap_keys = (*lot.cap_keys, f"{cap.key}={normalize(share)}")
 
 
-def _period_key(fx: Effects, scope: SetScope, what: str, period: Period) -> str:
-    label = period_label(fx, period)
-    info = scope.info
-    return counter_key(info.activity, info.name, what, label)
+def _key_for(fx: Effects, keys: dict[date, str], info: SetFacts, what: str, period: Period) -> str:
+    """`counter_key` of the set's `what` counter for the period holding the activity's local date, kept in
+    `keys` (one of `info`'s per-date key dicts, emptied when it grows past a bound)."""
+    day = fx.local_date()
+    key = keys.get(day)
+    if key is None:
+        if len(keys) >= 1024:
+            keys.clear()
+        key = keys[day] = counter_key(info.activity, info.name, what, periods.period_label(day, period))
+    return key
 
 
 def _room(fx: Effects, key: str, limit: Decimal) -> Decimal:
@@ -364,7 +383,7 @@ def _tender(fx: Effects, scope: SetScope, activity: TransactionAdd, info: SetFac
     (`info` holds the set's tender cap as read once per program; the bill's fields are read once.)"""
     payload = activity.payload
     amount = payload.amount
-    key = _period_key(fx, scope, info.tender_what, info.tender_period)
+    key = _key_for(fx, info.tender_keys, info, info.tender_what, info.tender_period)
     paid = tender_amounts(payload, info.tender_modes)
     room = _room(fx, key, info.tender_limit)
     counted = min(paid, room)
@@ -377,13 +396,15 @@ def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd, info: SetFa
     """Line items carrying the tracked field earn only for the units still allowed, in bill order (`info`: the
     set's tracker cap as read once per program)."""
     payload = activity.payload
-    key = _period_key(fx, scope, info.tracker_what, info.tracker_period)
+    key = _key_for(fx, info.tracker_keys, info, info.tracker_what, info.tracker_period)
     room = _room(fx, key, info.tracker_limit)
     factors: dict[str | None, Decimal] = {}
     notes: list[str] = []
     counted = ZERO
     weighted = ZERO
     items_total = ZERO  # (summed in the loop, in the same order: each item's attributes are read once)
+    # While every factor is ONE, `weighted` is `items_total` (the same additions): their quotient is 1.
+    whole = True
     tracked = info.tracker_field
     for row in item_rows_of(fx, payload):
         item_id, amount, item = row[0], row[1], row[2]
@@ -396,13 +417,20 @@ def _tracker(fx: Effects, scope: SetScope, activity: TransactionAdd, info: SetFa
         value = field_value(raw)
         if not isinstance(value, Decimal) or value < ZERO:
             factors[item_id] = ZERO
+            whole = False
             notes.append(f"{scope.compiled.where}.caps.tracker: line item {item_id} field {tracked!r} "
                          f"is {raw!r}, not a quantity; the item earns nothing in this set")
             continue
         allowed = min(value, room - counted)
         counted += allowed
-        factor = factors[item_id] = ONE if value == ZERO else allowed / value
+        if allowed is value or value == ZERO:
+            # x / x is exactly 1 (exponent 0, ONE's); amount * ONE is amount (exponent included).
+            factors[item_id] = ONE
+            weighted += amount
+            continue
+        factor = factors[item_id] = allowed / value
         weighted += amount * factor
+        whole = False
     if items_total > ZERO:
-        factors[None] = weighted / items_total
+        factors[None] = ONE if whole else weighted / items_total
     return AmountCap(key, counted, factors, notes)

@@ -60,6 +60,12 @@ class SetFacts:
         self.tracker_what = "" if tracker is None else f"tracker:{tracker.field}"
         self.tracker_limit: Decimal = Decimal(0) if tracker is None else tracker.limit
         self.tracker_period: Period = "lifetime" if tracker is None else tracker.period
+        # Counter keys by the activity's local date (`caps.SetScope.points_key`, `caps._key_for`): a key is
+        # a function of the set, what it counts, the period and that date (building one costs a few thousand
+        # instructions: the period's label, then the key's text).
+        self.points_keys: dict[date, str] = {}
+        self.tender_keys: dict[date, str] = {}
+        self.tracker_keys: dict[date, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
