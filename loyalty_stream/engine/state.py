@@ -52,19 +52,15 @@ class Lot:
     shortfall: Decimal = ZERO
     """Points returns claimed from this lot after they had been redeemed (forgiven, or charged to the
     balance), so a later reversal of that redemption neither charges nor hands them back twice."""
-    stored: list[Any] | None = field(default=None, compare=False, repr=False)
-    """The codec's memo: [stored row, every field's value when stored]. While each field still holds the very
-    object stored, the lot is unchanged and encodes as that row (every field type is immutable, so any change
-    to a lot replaces an object). Then the row's JSON after a comma once a settled encode (`_lot_texts`)
-    needed it, and
-    last, for a row this codec wrote (not one decoded as stored), True (see `_lot_to`)."""
+    stored: LotMemo | None = field(default=None, compare=False, repr=False)
+    """The codec's memo (`LotMemo`): the stored row and every field's value when stored."""
 
     def __init__(self, lot_id: str, points: Decimal, remaining: Decimal, promised: bool, earned_at: datetime,
                  available_at: datetime | None, expires_at: datetime | None, source_event_id: str,
                  origin: str = "earn", condition_code: str | None = None, bill_number: str | None = None,
                  line_item_id: str | None = None, expiry_code: str | None = None, rolling: bool = False,
                  reminded: tuple[int, ...] = (), cap_keys: tuple[str, ...] = (), shortfall: Decimal = ZERO,
-                 stored: list[Any] | None = None) -> None:
+                 stored: LotMemo | None = None) -> None:
         # Written out (the dataclass would generate the same): under mypyc an explicit __init__ is compiled,
         # the generated one runs interpreted. The same holds for the other hot records of this module.
         self.lot_id = lot_id
@@ -89,6 +85,45 @@ class Lot:
     @property
     def spendable(self) -> bool:
         return not self.promised and self.remaining > ZERO
+
+
+class LotMemo:
+    """A lot's codec memo: its stored row and every field's value when stored. While each field still holds the
+    very object stored, the lot is unchanged and encodes as that row (every field type is immutable, so any
+    change to a lot replaces an object). A native record, not a list: the compares are plain reads.
+
+    `text`: the row's JSON after a comma once a settled encode (`_lot_texts`) needed it; `own`: the row was
+    written by this codec (not decoded as stored, see `_lot_to`)."""
+
+    __slots__ = ("available_at", "bill_number", "cap_keys", "condition_code", "earned_at", "expires_at",
+                 "expiry_code", "line_item_id", "lot_id", "origin", "own", "points", "promised", "remaining",
+                 "reminded", "rolling", "row", "shortfall", "source_event_id", "text")
+
+    def __init__(self, row: list[Any], lot_id: str, points: Decimal, remaining: Decimal, promised: bool,
+                 earned_at: datetime, available_at: datetime | None, expires_at: datetime | None,
+                 source_event_id: str, origin: str, condition_code: str | None, bill_number: str | None,
+                 line_item_id: str | None, expiry_code: str | None, rolling: bool, reminded: tuple[int, ...],
+                 cap_keys: tuple[str, ...], shortfall: Decimal, text: bytes | None, own: bool) -> None:
+        self.row = row
+        self.lot_id = lot_id
+        self.points = points
+        self.remaining = remaining
+        self.promised = promised
+        self.earned_at = earned_at
+        self.available_at = available_at
+        self.expires_at = expires_at
+        self.source_event_id = source_event_id
+        self.origin = origin
+        self.condition_code = condition_code
+        self.bill_number = bill_number
+        self.line_item_id = line_item_id
+        self.expiry_code = expiry_code
+        self.rolling = rolling
+        self.reminded = reminded
+        self.cap_keys = cap_keys
+        self.shortfall = shortfall
+        self.text = text
+        self.own = own
 
 
 @dataclass(slots=True)
@@ -323,7 +358,7 @@ class StoredRows(MutableMapping[str, V]):
     """Bills or redemptions as decoded from the store: each entry is decoded on first access, in place (the
     mapping keeps the stored order), and entries never read encode back as the rows they were stored as.
 
-    `texts`: from a settled encode (`_settled_rows`), each entry's JSON with the row it was written from; an
+    `texts`: from settled encodes (`_settled_rows`), each entry's JSON with the row it was written from; an
     entry still holding that very row is written as that JSON by the next settled encode."""
 
     __slots__ = ("_decode", "_items", "_texts")
@@ -375,8 +410,12 @@ class StoredRows(MutableMapping[str, V]):
         return {key: value if type(value) is list else encode(value) for key, value in self._items.items()}
 
     def texts(self) -> dict[str, tuple[Any, bytes]] | None:
-        """The entries' JSON from the settled encode that made this mapping, if one did (see `__init__`)."""
+        """The entries' JSON from the settled encodes of this mapping, if one was (see `__init__`)."""
         return self._texts
+
+    def keep_texts(self, texts: dict[str, tuple[Any, bytes]]) -> None:
+        """Keep `texts` as the entries' JSON (see `_settled_rows`)."""
+        self._texts = texts
 
 
 def _t(value: datetime | None) -> str | None:
@@ -431,62 +470,51 @@ def _unjson(value: Any) -> Any:
     return value
 
 
-def _unchanged_memo(lot: Lot) -> list[Any] | None:
-    """The lot's memo (its stored row, then the objects it was made from) while the lot is unchanged: while
-    every field still holds the object it held when stored."""
-    stored = lot.stored
-    if stored is not None and stored[4] is lot.promised and _same_but_promised(lot, stored):
-        return stored
-    return None
-
-
-def _same_but_promised(lot: Lot, stored: list[Any]) -> bool:
-    """Whether every field but `promised` still holds the object `stored` (the lot's memo) was made from (the
-    fields the engine changes are tested first)."""
+def _same_but_promised(lot: Lot, memo: LotMemo) -> bool:
+    """Whether every field but `promised` still holds the object the lot's memo was made from (the fields the
+    engine changes are tested first)."""
     return (
-        stored[3] is lot.remaining and stored[15] is lot.reminded and stored[6] is lot.available_at
-        and stored[7] is lot.expires_at and stored[17] is lot.shortfall and stored[16] is lot.cap_keys
-        and stored[1] is lot.lot_id and stored[2] is lot.points and stored[5] is lot.earned_at
-        and stored[8] is lot.source_event_id and stored[9] is lot.origin and stored[10] is lot.condition_code
-        and stored[11] is lot.bill_number and stored[12] is lot.line_item_id and stored[13] is lot.expiry_code
-        and stored[14] is lot.rolling
+        memo.remaining is lot.remaining and memo.reminded is lot.reminded and memo.available_at is lot.available_at
+        and memo.expires_at is lot.expires_at and memo.shortfall is lot.shortfall and memo.cap_keys is lot.cap_keys
+        and memo.lot_id is lot.lot_id and memo.points is lot.points and memo.earned_at is lot.earned_at
+        and memo.source_event_id is lot.source_event_id and memo.origin is lot.origin
+        and memo.condition_code is lot.condition_code and memo.bill_number is lot.bill_number
+        and memo.line_item_id is lot.line_item_id and memo.expiry_code is lot.expiry_code
+        and memo.rolling == lot.rolling
     )
 
 
-def _repromised(lot: Lot) -> bytes | None:
+def _repromised(lot: Lot, memo: LotMemo) -> bytes | None:
     """The JSON of a lot whose only change since this codec wrote its JSON is its `promised` flag (a delayed
     accrual converted: most changed lots that are not new), as a full encode writes it: the kept JSON with the
     flag replaced, the memo updated to match, in place (copies of a lot share it: each still compares its own
-    fields with it, and the row is a new one: the old one may be held, see `state_to_dict`). None for any other
-    lot. The flag's offset follows from the lengths
-    of what comes before it: `,[`, the id's JSON, `,"points","remaining",` (Decimal texts: nothing escaped; a
-    decoded row's texts are not known to be, hence written here only)."""
-    old = lot.stored
-    if old is None:
+    fields with it, and the row is a new one: the old one may be held, see `state_to_dict`). None if the memo
+    has no JSON or its row is not this codec's (the caller knows the rest unchanged). The flag's offset follows
+    from the lengths of what comes before it: `,[`, the id's JSON, `,"points","remaining",` (Decimal texts:
+    nothing escaped; a decoded row's texts are not known to be, hence written here only)."""
+    kept = memo.text
+    if kept is None or not memo.own:
         return None
     promised = lot.promised
-    kept: bytes | None = old[18]
-    if old[4] is promised or kept is None or len(old) <= 19 or not _same_but_promised(lot, old):
-        return None
-    was: list[Any] = old[0]
+    was = memo.row
     at = len(_DUMPS(lot.lot_id)) + len(was[1]) + len(was[2]) + 9
     text = kept[:at] + (b"true" if promised else b"false") + kept[at + (5 if promised else 4):]
     row = list(was)
     row[3] = promised
-    old[0] = row
-    old[4] = promised
-    old[18] = text
+    memo.row = row
+    memo.promised = promised
+    memo.text = text
     return text
 
 
 def _lot_rows(lots: list[Lot]) -> list[list[Any]]:
     """The stored rows of the lots: an unchanged lot's is the row it was stored as."""
     rows: list[list[Any]] = []
-    last: list[Any] | None = None
+    last: LotMemo | None = None
     for lot in lots:
-        stored = _unchanged_memo(lot)
-        if stored is not None:
-            rows.append(stored[0])
+        memo = lot.stored
+        if memo is not None and memo.promised == lot.promised and _same_but_promised(lot, memo):
+            rows.append(memo.row)
         else:
             rows.append(_lot_to(lot, last))
             last = lot.stored
@@ -502,22 +530,22 @@ def _lot_texts(lots: list[Lot], parts: list[bytes]) -> None:
     own bytes, where orjson's own result holds at least 4 KiB (see `codec.right_sized`): kept as it was, the
     cached states' lot texts held 4 KiB a lot (most of a 1.6 GB process after 100k activities)."""
     dumps = orjson.dumps
-    last: list[Any] | None = None
+    last: LotMemo | None = None
     for lot in lots:
-        stored = _unchanged_memo(lot)
-        if stored is not None:
-            text = stored[18]
-            if text is None:
-                text = stored[18] = b"," + dumps(stored[0])
-        else:
-            repromised = _repromised(lot)
-            if repromised is not None:
-                text = repromised
+        memo = lot.stored
+        text: bytes | None = None
+        if memo is not None and _same_but_promised(lot, memo):
+            if memo.promised == lot.promised:
+                text = memo.text
+                if text is None:
+                    text = memo.text = b"," + dumps(memo.row)
             else:
-                text = b"," + dumps(_lot_to(lot, last))
-                memo = last = lot.stored
-                assert memo is not None
-                memo[18] = text
+                text = _repromised(lot, memo)
+        if text is None:
+            text = b"," + dumps(_lot_to(lot, last))
+            last = lot.stored
+            assert last is not None
+            last.text = text
         parts.append(text)
 
 
@@ -530,7 +558,7 @@ def _closed(parts: list[bytes], first: int, closing: bytes) -> None:
     parts.append(closing)
 
 
-def _lot_to(lot: Lot, last: list[Any] | None) -> list[Any]:
+def _lot_to(lot: Lot, last: LotMemo | None) -> list[Any]:
     """A new or changed lot's row, remembered in `lot.stored` with the fields it was taken from. A changed lot
     whose row this codec wrote (not one decoded as stored) takes the texts of its unchanged date-times and
     points from that row: what formatting them again would give (the row was formatted from those very
@@ -540,30 +568,34 @@ def _lot_to(lot: Lot, last: list[Any] | None) -> list[Any]:
     available_at, expires_at = lot.available_at, lot.expires_at
     earned_at, points, remaining, shortfall = lot.earned_at, lot.points, lot.remaining, lot.shortfall
     old = lot.stored
-    if old is None or len(old) <= 19:  # new, or decoded as stored (a memo written here has a 20th entry)
+    if old is None or not old.own:  # new, or decoded as stored
         old = last
     if old is not None:
-        was: list[Any] = old[0]
-        earned_text = was[4] if old[5] is earned_at else iso_text(earned_at)
-        available_text = (was[5] if old[6] is available_at else
+        was = old.row
+        earned_text = was[4] if old.earned_at is earned_at else iso_text(earned_at)
+        available_text = (was[5] if old.available_at is available_at else
                           None if available_at is None else iso_text(available_at))
-        expires_text = was[6] if old[7] is expires_at else None if expires_at is None else iso_text(expires_at)
-        points_text = was[1] if old[2] is points else str(points)
+        expires_text = was[6] if old.expires_at is expires_at else None if expires_at is None else iso_text(expires_at)
+        points_text = was[1] if old.points is points else str(points)
     else:
         earned_text = iso_text(earned_at)
         available_text = None if available_at is None else iso_text(available_at)
         expires_text = None if expires_at is None else iso_text(expires_at)
         points_text = str(points)
     # A new lot's remaining is its points, and its shortfall the shared ZERO (not merely equal: "0.00").
+    lot_id, promised, source_event_id, origin = lot.lot_id, lot.promised, lot.source_event_id, lot.origin
+    condition_code, bill_number, line_item_id, expiry_code = (lot.condition_code, lot.bill_number, lot.line_item_id,
+                                                              lot.expiry_code)
+    rolling, reminded, cap_keys = lot.rolling, lot.reminded, lot.cap_keys
     row = [
-        lot.lot_id, points_text, points_text if remaining is points else str(remaining), lot.promised,
-        earned_text, available_text, expires_text, lot.source_event_id, lot.origin, lot.condition_code,
-        lot.bill_number, lot.line_item_id, lot.expiry_code, lot.rolling, list(lot.reminded), list(lot.cap_keys),
-        _str(shortfall),
+        lot_id, points_text, points_text if remaining is points else str(remaining), promised,
+        earned_text, available_text, expires_text, source_event_id, origin, condition_code,
+        bill_number, line_item_id, expiry_code, rolling, list(reminded) if reminded else [],
+        list(cap_keys) if cap_keys else [], _str(shortfall),
     ]
-    lot.stored = [row, lot.lot_id, points, remaining, lot.promised, earned_at, available_at, expires_at,
-                  lot.source_event_id, lot.origin, lot.condition_code, lot.bill_number, lot.line_item_id,
-                  lot.expiry_code, lot.rolling, lot.reminded, lot.cap_keys, shortfall, None, True]
+    lot.stored = LotMemo(row, lot_id, points, remaining, promised, earned_at, available_at, expires_at,
+                         source_event_id, origin, condition_code, bill_number, line_item_id, expiry_code, rolling,
+                         reminded, cap_keys, shortfall, None, True)
     return row
 
 
@@ -594,9 +626,9 @@ def _lots_from(rows: list[list[Any]]) -> list[Lot]:
         lots.append(Lot(lot_id, points, remaining, promised, earned_at, available_at, expires_at, source_event_id,
                         origin, condition_code, bill_number, line_item_id, expiry_code, rolling, reminded, cap_keys,
                         shortfall,
-                        [row, lot_id, points, remaining, promised, earned_at, available_at, expires_at,
-                         source_event_id, origin, condition_code, bill_number, line_item_id, expiry_code, rolling,
-                         reminded, cap_keys, shortfall, None]))
+                        LotMemo(row, lot_id, points, remaining, promised, earned_at, available_at, expires_at,
+                                source_event_id, origin, condition_code, bill_number, line_item_id, expiry_code,
+                                rolling, reminded, cap_keys, shortfall, None, False)))
     return lots
 
 
@@ -660,37 +692,45 @@ def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any], dec
                   parts: list[bytes]) -> StoredRows[V]:
     """Bills or redemptions for a settled encode: the `StoredRows` of their rows (what a fresh decode holds);
     each entry's JSON (the member `orjson.dumps` of the rows writes) is appended to `parts`. An entry still
-    holding the row a previous
-    settled encode wrote is written as the JSON kept then (serialising every bill's row again was a third of
-    a cached state's encoding); the others are serialised, and every entry's JSON is kept for the next.
+    holding the row a previous settled encode wrote is written as the JSON kept then (serialising every bill's
+    row again was a third of a cached state's encoding); the others are serialised, and every entry's JSON is
+    kept for the next. `StoredRows` are settled in place (their entries and texts updated, not rebuilt: the
+    engine changes them through `__setitem__` and `__delitem__` only, and a kept text is the one of its very row).
 
     An entry's JSON is `,"key":row` (its comma first, as a lot's in `_lot_texts`), closed by `_closed`."""
-    known: dict[str, tuple[Any, bytes]] | None = None
-    held: MutableMapping[str, Any]
-    if isinstance(items, StoredRows):
-        held = items.peek_all()
-        known = items.texts()
-    else:
-        held = items
-    rows: dict[str, Any] = {}
-    texts: dict[str, tuple[Any, bytes]] = {}
     dumps = orjson.dumps
+    row: Any
+    if not isinstance(items, StoredRows):
+        rows: dict[str, Any] = {}
+        fresh: dict[str, tuple[Any, bytes]] = {}
+        for key, value in items.items():
+            row = value if type(value) is list else encode(value)
+            text = b"," + dumps({key: row})[1:-1]
+            rows[key] = row
+            fresh[key] = (row, text)
+            parts.append(text)
+        return StoredRows(rows, decode, fresh)
+    held = items.peek_all()
+    texts = items.texts()
+    if texts is None:
+        texts = {}
+        items.keep_texts(texts)
     for key, value in held.items():
-        text: bytes | None = None
         if type(value) is list:
-            row: Any = value
-            if known is not None:
-                kept = known.get(key)
-                if kept is not None and kept[0] is row:
-                    text = kept[1]
+            kept = texts.get(key)
+            if kept is not None and kept[0] is value:
+                parts.append(kept[1])
+                continue
+            row = value
         else:
             row = encode(value)
-        if text is None:
-            text = b"," + dumps({key: row})[1:-1]
-        rows[key] = row
+            held[key] = row  # an existing key's value: the dict's size and order stay
+        text = b"," + dumps({key: row})[1:-1]
         texts[key] = (row, text)
         parts.append(text)
-    return StoredRows(rows, decode, texts)
+    if len(texts) > len(held):  # entries gone: keep only the present ones' texts
+        items.keep_texts({key: texts[key] for key in held})
+    return items
 
 
 def state_to_dict(state: CustomerState) -> dict[str, Any]:

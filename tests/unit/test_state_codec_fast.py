@@ -248,7 +248,7 @@ def test_a_settled_encode_writes_the_lots_json_of_the_plain_encoding(stored_stat
     for raw in stored_states[-40:]:
         state = decode_state(raw)
         assert state_to_json(state, settle=True) == raw  # the lots' JSON is made here
-        assert all(lot.stored is not None and lot.stored[18] is not None for lot in state.lots)
+        assert all(lot.stored is not None and lot.stored.text is not None for lot in state.lots)
         assert state_to_json(state, settle=True) == raw  # and written from here
         assert state_to_json(state) == orjson.dumps(state_to_dict(state)) == raw
     empty = new_state("c1", "bench")
