@@ -529,7 +529,7 @@ def _lot_texts(lots: list[Lot], parts: list[bytes]) -> None:
     A lot's kept text is its JSON after a comma (`,[...]`): the settled encode's join is a copy holding only its
     own bytes, where orjson's own result holds at least 4 KiB (see `codec.right_sized`): kept as it was, the
     cached states' lot texts held 4 KiB a lot (most of a 1.6 GB process after 100k activities)."""
-    dumps = orjson.dumps
+    dumps = _DUMPS  # (a static: `orjson.dumps` is a module attribute lookup per call)
     last: LotMemo | None = None
     for lot in lots:
         memo = lot.stored
@@ -698,12 +698,13 @@ def _settled_rows(items: MutableMapping[str, V], encode: Callable[[V], Any], dec
     engine changes them through `__setitem__` and `__delitem__` only, and a kept text is the one of its very row).
 
     An entry's JSON is `,"key":row` (its comma first, as a lot's in `_lot_texts`), closed by `_closed`."""
-    dumps = orjson.dumps
+    dumps = _DUMPS
     row: Any
     if not isinstance(items, StoredRows):
         rows: dict[str, Any] = {}
         fresh: dict[str, tuple[Any, bytes]] = {}
-        for key, value in items.items():
+        plain: dict[str, V] = items if type(items) is dict else dict(items.items())  # a dict's native iteration
+        for key, value in plain.items():
             row = value if type(value) is list else encode(value)
             text = b"," + dumps({key: row})[1:-1]
             rows[key] = row
@@ -935,7 +936,7 @@ def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
         return orjson.dumps(state_to_dict(state))
     # The sections joined in one copy (what orjson writes for `state_to_dict`, compact): the result holds only
     # its own bytes (see `codec.right_sized`), and each lot's, bill's and redemption's JSON is copied once.
-    dumps = orjson.dumps
+    dumps = _DUMPS
     texts = state.coded
     if texts is None:
         texts = state.coded = StateTexts()
