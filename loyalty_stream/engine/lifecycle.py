@@ -60,13 +60,46 @@ def available_from(event_day: date, delay_days: int, zone: ZoneInfo) -> datetime
     return local_midnight(event_day + timedelta(days=delay_days + 1), zone)
 
 
+class _LastAvailable:
+    """The last `available_after_activity` answer and what it was for: the lots of an activity ask it one after
+    another, and a date-time and a zone compared by identity cost far less than building and hashing a memo key."""
+
+    __slots__ = ("at", "delay", "time", "zone")
+
+    def __init__(self) -> None:
+        self.time: datetime | None = None  # (held: identity is only compared while it is alive)
+        self.zone: ZoneInfo | None = None
+        self.delay = -1
+        self.at: datetime | None = None
+
+
+_LAST_AVAILABLE: Final = _LastAvailable()
+_AVAILABLE: Final[dict[tuple[date, int, ZoneInfo], datetime]] = {}
+"""`available_from` by (local event date, delay, zone), kept across activities: the activities of a day share it,
+and computing it (a date shifted by a `timedelta` and a cached local midnight) costs a dozen lookups. Bounded:
+cleared when full."""
+_AVAILABLE_LIMIT: Final = 4096
+
+
 def available_after_activity(fx: Effects, delay_days: int) -> datetime:
-    """`available_after` the activity's time, computed once per activity and delay."""
-    memo = fx.memo_for()
-    key = ("available_after", delay_days)
-    at: datetime | None = memo.get(key)
+    """`available_after` the activity's time: a pure function of that date-time object, the zone and the delay."""
+    last = _LAST_AVAILABLE
+    time = fx.time
+    zone = fx.known.zone
+    at = last.at
+    if at is not None and last.time is time and last.zone is zone and last.delay == delay_days:
+        return at
+    day = fx.local_date()
+    key = (day, delay_days, zone)
+    at = _AVAILABLE.get(key)
     if at is None:
-        at = memo[key] = available_from(fx.local_date(), delay_days, fx.known.zone)
+        if len(_AVAILABLE) >= _AVAILABLE_LIMIT:
+            _AVAILABLE.clear()
+        at = _AVAILABLE[key] = available_from(day, delay_days, zone)
+    last.time = time
+    last.zone = zone
+    last.delay = delay_days
+    last.at = at
     return at
 
 
@@ -567,16 +600,21 @@ def _remind(fx: Effects, dues: _ProgramDues, due: datetime, key: str, n: int, ow
     state = fx.state
     expires_at = owner.expires_at
     assert expires_at is not None
-    # Same expiry instant (aware datetimes compare as instants: the same test as equal UTC stamps).
-    group = [
-        lot for lot in state.lots
-        if lot.expires_at == expires_at and lot.remaining > ZERO and _reminder_applies(lot, n, due)
-    ]
+    # Same expiry instant (aware datetimes compare as instants: the same test as equal UTC stamps); lots share
+    # date-time objects, so identity settles most without a comparison. `_reminder_applies` written inline.
+    group: list[Lot] = []
+    for lot in state.lots:
+        lot_expires = lot.expires_at
+        if lot_expires is None or (lot_expires is not expires_at and lot_expires != expires_at):
+            continue
+        if lot.remaining > ZERO and n not in lot.reminded and lot.earned_at < due < lot_expires:
+            group.append(lot)
     if not group:
         return
+    points = ZERO  # summed in order from ZERO, as `sum(..., ZERO)` does
     for lot in group:
         lot.reminded = (*lot.reminded, n)
-    points = sum((lot.remaining for lot in group), ZERO)
+        points = points + lot.remaining
     days = str(n)
     synthetic = _synthetic(state, due, "PointsExpiry", derive_id("rm", state.program_id, state.customer_id, key, days))
     expires_on = dues.expiry_days.get(expires_at)
