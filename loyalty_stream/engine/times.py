@@ -39,6 +39,11 @@ new timedelta, hashed for `_BY_OFFSET`) costs several times its hash. Bounded li
 whose hash were per object could not make it grow without end."""
 _PARSED_LIMIT: Final = 4096
 V = TypeVar("V")
+_FRONT: Final = 1024
+"""Slots of an `IdentityMemo`'s front (a power of two)."""
+_FRONT_MASK: Final = _FRONT - 1
+_EMPTY: Final = object()
+"""What an empty front slot holds (no key is this object)."""
 _combine: Final = datetime.combine
 _DATETIME: Final = datetime
 """`datetime` as a C global (by its name, a module-dict lookup per call)."""
@@ -83,22 +88,41 @@ class IdentityMemo(Generic[V]):
     deriving them costs more than most of what is done with them, and a customer's lots and an activity's
     outputs share a few objects. Keyed by identity, not value: equal date-times can carry other offsets or be
     other instants (`fold`). An entry holds its object, so its id is not reused while the entry lives.
-    Bounded: cleared when full."""
+    Bounded: cleared when full.
 
-    __slots__ = ("_limit", "_values")
+    A direct-mapped front (a slot per id's bits, holding the object and its value) answers most lookups: a dict
+    lookup by id boxes the id and hashes it, several times the cost of the front's identity test. A slot holds
+    its object too (so `is` there means this very object), and a dict hit refills the slot."""
+
+    __slots__ = ("_keys", "_limit", "_slots", "_values")
 
     def __init__(self, limit: int = 4096) -> None:
         self._values: dict[int, tuple[object, V]] = {}
         self._limit = limit
+        self._keys: list[object] = [_EMPTY] * _FRONT
+        self._slots: list[V | None] = [None] * _FRONT
 
     def get(self, key: object) -> V | None:
-        hit = self._values.get(id(key))
-        return None if hit is None else hit[1]
+        ident = id(key)
+        slot = (ident >> 4) & _FRONT_MASK  # (objects are 16-byte aligned: the low bits tell nothing)
+        if self._keys[slot] is key:
+            return self._slots[slot]
+        hit = self._values.get(ident)
+        if hit is None:
+            return None
+        value = hit[1]
+        self._keys[slot] = key
+        self._slots[slot] = value
+        return value
 
     def put(self, key: object, value: V) -> V:
         if len(self._values) >= self._limit:
             self._values.clear()
-        self._values[id(key)] = (key, value)
+        ident = id(key)
+        self._values[ident] = (key, value)
+        slot = (ident >> 4) & _FRONT_MASK
+        self._keys[slot] = key
+        self._slots[slot] = value
         return value
 
 
