@@ -92,7 +92,8 @@ class IdentityMemo(Generic[V]):
 
     A direct-mapped front (a slot per id's bits, holding the object and its value) answers most lookups: a dict
     lookup by id boxes the id and hashes it, several times the cost of the front's identity test. A slot holds
-    its object too (so `is` there means this very object), and a dict hit refills the slot."""
+    its object too (so `is` there means this very object), and a dict hit refills the slot. It only ever holds
+    entries of the dict (emptied with it), so what the memo keeps is bounded as before."""
 
     __slots__ = ("_keys", "_limit", "_slots", "_values")
 
@@ -118,6 +119,8 @@ class IdentityMemo(Generic[V]):
     def put(self, key: object, value: V) -> V:
         if len(self._values) >= self._limit:
             self._values.clear()
+            self._keys = [_EMPTY] * _FRONT
+            self._slots = [None] * _FRONT
         ident = id(key)
         self._values[ident] = (key, value)
         slot = (ident >> 4) & _FRONT_MASK

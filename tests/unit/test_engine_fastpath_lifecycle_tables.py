@@ -67,6 +67,11 @@ def test_identity_memo_gives_each_object_its_own_value_across_shared_slots() -> 
                     assert got == model.get(id(key))
                 else:
                     assert got is None or got == model[id(key)]
+            if step % 997 == 0:  # the front holds entries of the dict only (bounded with it)
+                for slot_key, value in zip(memo._keys, memo._slots, strict=True):
+                    if slot_key is not times._EMPTY:
+                        kept = memo._values[id(slot_key)]
+                        assert kept[0] is slot_key and kept[1] is value
 
 
 def test_identity_memo_tells_equal_objects_apart_and_holds_its_keys() -> None:
