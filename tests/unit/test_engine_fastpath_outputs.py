@@ -8,13 +8,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
 
-import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from bench import workload
 from loyalty_stream.engine.effects import Outcome, encode_outputs
@@ -31,6 +28,8 @@ from loyalty_stream.stream.processor import (
     ActivityProcessor,
 )
 
+from .test_codec_fastpath_process import plain
+
 TOPICS = (LEDGER, BALANCE_CHANGES, NOTIFICATIONS, REDEMPTION_RESULTS, TIER_CHANGES, COUPONS)
 ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8)),
          timezone(timedelta(seconds=1, microseconds=5))]
@@ -41,19 +40,6 @@ POOL = [(BASE + timedelta(minutes=7 * i, microseconds=i % 3)).astimezone(ZONES[i
 POOL += [(POOL[i] + timedelta(0)).replace() for i in range(0, 12, 3)]
 SOURCES = [SourceRef(topic=f"t{i % 2}", partition=i % 3, offset=i) for i in range(4)]
 SOURCES += [SourceRef(topic=s.topic, partition=s.partition, offset=s.offset) for s in SOURCES]  # equal copies
-
-
-def plain_fields(value: Any) -> Any:
-    """The codec's `default` as it was first written (date-times left to orjson)."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, BaseModel):
-        return value.__dict__
-    raise TypeError(type(value).__name__)
-
-
-def plain(message: BaseModel) -> bytes:
-    return orjson.dumps(message.__dict__, default=plain_fields, option=orjson.OPT_UTC_Z)
 
 
 def entry(at: datetime, expires_at: datetime | None, available_at: datetime | None,

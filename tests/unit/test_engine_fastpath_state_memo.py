@@ -5,7 +5,7 @@ for the present entries and only for their very rows), whatever was set, read, d
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,8 +29,9 @@ from loyalty_stream.engine.state import (
     state_to_json,
 )
 
+from .test_codec_lifecycle_fastpath import IST
+
 D = Decimal
-IST = timezone(timedelta(hours=5, minutes=30))
 AT = datetime(2024, 3, 1, 10, 30, tzinfo=IST)
 
 

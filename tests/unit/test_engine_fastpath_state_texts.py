@@ -28,8 +28,9 @@ from loyalty_stream.engine.state import (
     state_to_json,
 )
 
+from .test_codec_lifecycle_fastpath import IST
+
 D = Decimal
-IST = timezone(timedelta(hours=5, minutes=30))
 AT = datetime(2024, 3, 1, 10, 30, tzinfo=IST)
 KEYS = ["cap:a", 'q"uote', "back\\slash", "é-ü", "😀", "\n\t\x00", "", "cap:a:2024-03"]
 DECIMALS = ["0", "0.00", "1.5", "1.50", "-3", "1E+2", "12345678901234567890.12", "-0"]
