@@ -137,18 +137,11 @@ def _prune(fx: Effects, key: str) -> None:
     if not counters or key in counters or key.endswith(":lifetime"):
         return
     horizon = _horizon(fx, fx.time)
-    # One pass reading each key's end from `_ENDS` (`period_end` only for a key not kept there); the rare key
-    # to drop is then checked for the prefix and collected (deleted after the pass).
+    # One pass; the rare key to drop is then checked for the prefix and collected (deleted after the pass).
     dropped: list[str] | None = None
     for old in counters:
-        end = _ENDS.get(old)
-        if end is None:
-            if old in _ENDS:
-                continue
-            end = period_end(old)
-            if end is None:
-                continue
-        if end < horizon and old.startswith("cap:"):
+        end = period_end(old)
+        if end is not None and end < horizon and old.startswith("cap:"):
             if dropped is None:
                 dropped = []
             dropped.append(old)

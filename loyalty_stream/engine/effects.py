@@ -11,10 +11,13 @@ re-derives them from the lots on every entry and fails loudly if they ever disag
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import BaseModel
 
 from loyalty_stream.engine.contracts import field_template, trusted
 from loyalty_stream.engine.facts import Facts, facts
@@ -656,21 +659,18 @@ def encode_outputs(outcome: Outcome, topics: tuple[str, str, str, str, str, str]
     """Append each output of `outcome` as (its topic, `events.codec.encode(output)`): its ledger entries, balance
     change, notifications, redemption result, tier changes and coupons, with `topics` in that order. Compiled: the
     stream processor's loops over them, interpreted, cost about 2,000 instructions per output."""
-    topic = topics[0]
-    for entry in outcome.ledger:
-        into.append((topic, encode_contract(entry)))
+    _encode_all(outcome.ledger, topics[0], into)
     change = outcome.balance_change
     if change is not None:
         into.append((topics[1], encode_contract(change)))
-    topic = topics[2]
-    for notification in outcome.notifications:
-        into.append((topic, encode_contract(notification)))
+    _encode_all(outcome.notifications, topics[2], into)
     result = outcome.redemption_result
     if result is not None:
         into.append((topics[3], encode_contract(result)))
-    topic = topics[4]
-    for tier_change in outcome.tier_changes:
-        into.append((topic, encode_contract(tier_change)))
-    topic = topics[5]
-    for coupon in outcome.coupons:
-        into.append((topic, encode_contract(coupon)))
+    _encode_all(outcome.tier_changes, topics[4], into)
+    _encode_all(outcome.coupons, topics[5], into)
+
+
+def _encode_all(outputs: Sequence[BaseModel], topic: str, into: list[tuple[str, bytes]]) -> None:
+    for output in outputs:
+        into.append((topic, encode_contract(output)))

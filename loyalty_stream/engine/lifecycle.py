@@ -601,13 +601,13 @@ def _remind(fx: Effects, dues: _ProgramDues, due: datetime, key: str, n: int, ow
     expires_at = owner.expires_at
     assert expires_at is not None
     # Same expiry instant (aware datetimes compare as instants: the same test as equal UTC stamps); lots share
-    # date-time objects, so identity settles most without a comparison. `_reminder_applies` written inline.
+    # date-time objects, so identity settles most without a comparison.
     group: list[Lot] = []
     for lot in state.lots:
         lot_expires = lot.expires_at
         if lot_expires is None or (lot_expires is not expires_at and lot_expires != expires_at):
             continue
-        if lot.remaining > ZERO and n not in lot.reminded and lot.earned_at < due < lot_expires:
+        if lot.remaining > ZERO and _reminder_applies(lot, n, due):
             group.append(lot)
     if not group:
         return

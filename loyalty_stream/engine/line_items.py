@@ -68,11 +68,9 @@ def units_for(options: LineItemOptions | None, filtered: bool, payload: Transact
     `rows` are the payload's `item_rows` when the caller has them."""
     if payload is None:
         return [Unit(None, ZERO)]
-    if options is None:
-        return [] if filtered else [Unit(None, payload.amount)]
-    if rows is None:
+    if options is not None and rows is None:
         rows = item_rows(payload)
-    if not rows:
+    if options is None or not rows:
         return [] if filtered else [Unit(None, payload.amount)]
     if not filtered:
         return [Unit(row[0], row[1], row[2]) for row in rows]

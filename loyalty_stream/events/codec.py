@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from loyalty_stream.engine.json_out import OUTPUT_OPTIONS, json_default
+from loyalty_stream.engine.json_out import encode_contract
 from loyalty_stream.events.activities import ACTIVITY_TYPES, validate_activity_json
 from loyalty_stream.events.envelope import Envelope
 
@@ -65,11 +65,8 @@ def encode(message: BaseModel) -> bytes:
     Byte for byte what pydantic's serializer writes for these contracts (fields in declaration order, decimals
     as `str`, date-times in ISO 8601 with `Z` for UTC, enums as their values), written by orjson straight from
     the model's fields, which is several times faster; anything orjson cannot write (a lone surrogate, an
-    integer beyond 64 bits) goes through pydantic's serializer."""
-    try:
-        return orjson.dumps(message.__dict__, default=json_default, option=OUTPUT_OPTIONS)
-    except (orjson.JSONEncodeError, TypeError):
-        return message.__pydantic_serializer__.to_json(message)
+    integer beyond 64 bits) goes through pydantic's serializer (`engine.json_out.encode_contract`, compiled)."""
+    return encode_contract(message)
 
 
 def right_sized(raw: bytes) -> bytes:

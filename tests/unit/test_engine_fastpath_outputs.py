@@ -1,5 +1,5 @@
-"""The outputs' encoding fast paths give exactly the bytes of the plain encoding: `json_default`'s recent
-date-times and source reference (`json_out._Recent`, by identity) against orjson's and pydantic's own writing,
+"""The outputs' encoding fast paths give exactly the bytes of the plain encoding: `json_default`'s date-times
+and last source reference (`json_out._JSON_TIMES`, `_LastSource`, by identity) against orjson's and pydantic's own writing,
 whatever the order and the reuse of the objects, and `effects.encode_outputs` (compiled) against encoding each
 output of a real outcome with `events.codec.encode`, in the processor's order."""
 
@@ -35,7 +35,7 @@ ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hour
          timezone(timedelta(seconds=1, microseconds=5))]
 BASE = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 # A pool of date-time objects: equal instants in other zones (equal, other text), copies of one value (equal, same
-# text, other objects): more than `_Recent` keeps, so its slots are taken over and over.
+# text, other objects), several sources (equal copies too), reused in any order.
 POOL = [(BASE + timedelta(minutes=7 * i, microseconds=i % 3)).astimezone(ZONES[i % len(ZONES)]) for i in range(12)]
 POOL += [(POOL[i] + timedelta(0)).replace() for i in range(0, 12, 3)]
 SOURCES = [SourceRef(topic=f"t{i % 2}", partition=i % 3, offset=i) for i in range(4)]
