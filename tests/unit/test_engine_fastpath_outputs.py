@@ -1,7 +1,7 @@
 """The outputs' encoding fast paths give exactly the bytes of the plain encoding: `json_default`'s date-times
-and last source reference (`json_out._JSON_TIMES`, `_LastSource`, by identity) against orjson's and pydantic's own writing,
-whatever the order and the reuse of the objects, and `effects.encode_outputs` (compiled) against encoding each
-output of a real outcome with `events.codec.encode`, in the processor's order."""
+and last source reference (`json_out._JSON_TIMES`, `_LastSource`, by identity) against orjson's and pydantic's
+own writing, whatever the order and the reuse of the objects, and `effects.encode_outputs` (compiled) against
+encoding each output of a real outcome with `events.codec.encode`, in the processor's order."""
 
 from __future__ import annotations
 
