@@ -17,7 +17,7 @@ Sections (see `bench/broker_bench.py` and `bench/engine_bench.py` for what each 
 * broker      what one fetch costs the broker as a partition's history grows (the embedded broker's fetch
               lists every stored batch of the partition: why the latency p99 climbs over a run)
 * engine / replay / memory   the pure engine, the offline replay (one process, and customer shards over every
-              CPU: replay_parallel) and the state store (bench.engine_bench)
+              CPU: replay_parallel) and the state store (bench.engine_bench), in a fresh process of their own
 * memory_rocksdb  the same states in a RocksDB table store as Faust lays it out: resident memory, disk, gets/s
               (bench.store_bench; part of the memory section, needs the rocksdb extra)
 """
@@ -27,19 +27,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import platform
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench import broker_bench, engine_bench, store_bench, workload
+from bench import broker_bench, engine_bench, workload
 from loyalty_stream import ENGINE_FORM
-from loyalty_stream.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGETS = {"end_to_end_per_s": 10_000, "ratio": 0.3, "ratio_stretch": 0.5, "latency_p99_ms": 50.0,
@@ -100,34 +101,20 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
 
 
 def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, Any]) -> None:
-    registry = workload.load_registry()
-    if "engine" not in args.skip:
-        print("engine: pure apply ...", flush=True)
-        results["engine"] = engine_bench.engine(records, registry)
-    if "replay" not in args.skip or "memory" not in args.skip:
-        parallel = None
-        if "replay" not in args.skip:  # first, in a process that holds no replay yet (`parallel_replay`)
-            print("replay: customer shards in parallel ...", flush=True)
-            parallel = engine_bench.parallel_replay(records, registry)
-        print("replay: the record processor offline ...", flush=True)
-        replay, sequential = engine_bench.replay_figures(records, registry)
-        states = sequential.states
-        if parallel is not None:
-            results["replay"] = replay
-            results["replay_parallel"] = engine_bench.parallel_replay_figures(parallel, sequential)
-            del parallel
-        if "memory" not in args.skip:
-            print("memory: the state store ...", flush=True)
-            results["memory"] = engine_bench.memory(states)
-            print("memory: the same states in RocksDB ...", flush=True)
-            try:
-                cache = Settings().rocksdb_block_cache_mb * 2**20  # what the worker configures (LOYALTY_ROCKSDB_*)
-                results["memory_rocksdb"] = store_bench.rocksdb_memory(states, block_cache_size=cache)
-            except (ImportError, RuntimeError) as exc:  # the rocksdb extra is not installed
-                results["memory_rocksdb"] = {"skipped": str(exc)}
-        if "end_to_end" in results and "replay" in results:
-            results.setdefault("ratio", {})["end_to_end_over_replay"] = round(
-                results["end_to_end"]["activities_per_s"] / results["replay"]["activities_per_s"], 3)
+    """The engine, replay and memory sections, in a fresh process of their own (spawned, not forked): after
+    the broker sections this process's heap is large and fragmented, which slowed the offline replay by up to
+    a half; `loyalty-stream replay` runs in a process that holds only the records, and so do these sections.
+    The child generates the same records from the same arguments (the workload is deterministic)."""
+    if {"engine", "replay", "memory"} <= args.skip:
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        figures = pool.submit(engine_bench.sections, len(records), results["workload"]["customers"], args.seed,
+                              frozenset(args.skip)).result()
+    results.update(figures)
+    if "end_to_end" in results and "replay" in results:
+        results.setdefault("ratio", {})["end_to_end_over_replay"] = round(
+            results["end_to_end"]["activities_per_s"] / results["replay"]["activities_per_s"], 3)
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from bench import workload
+from bench import store_bench, workload
 from bench.tuning import worker_gc
 from loyalty_stream.engine.core import apply
 from loyalty_stream.engine.state import CustomerState
@@ -36,6 +36,7 @@ from loyalty_stream.events.outputs import SourceRef
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.replay.runner import Record, ReplayResult, replay
 from loyalty_stream.replay.shards import available_jobs, jobs_for
+from loyalty_stream.settings import Settings
 from loyalty_stream.stream.processor import decode_state
 
 Figures = dict[str, Any]
@@ -159,18 +160,43 @@ def memory(states: dict[bytes, bytes]) -> Figures:
 
 def run(activities: int = 100_000, customers: int = 50_000, seed: int = 7, days: float = 120,
         with_memory: bool = True) -> dict[str, Figures]:
+    """Every section of this module (`sections`), after the workload's figures."""
+    kinds = workload.kinds(workload.generate(activities, customers, seed=seed, days=days))
+    return {"workload": {"activities": activities, "customers": customers, "seed": seed, "days": days, **kinds},
+            **sections(activities, customers, seed, frozenset() if with_memory else frozenset({"memory"}), days)}
+
+
+def sections(activities: int, customers: int, seed: int, skip: frozenset[str], days: float = 120
+             ) -> dict[str, Any]:
+    """The engine, replay, replay_parallel, memory and memory_rocksdb sections of `make bench` (`bench.__main__`
+    runs them in a fresh process of its own), over `workload.generate(activities, customers, seed=seed)`."""
     records = workload.generate(activities, customers, seed=seed, days=days)
     registry = workload.load_registry()
-    results: dict[str, Figures] = {
-        "workload": {"activities": len(records), "customers": customers, "seed": seed, "days": days,
-                     **workload.kinds(records)},
-        "engine": engine(records, registry),
-    }
-    parallel = parallel_replay(records, registry)
-    results["replay"], sequential = replay_figures(records, registry)
-    results["replay_parallel"] = parallel_replay_figures(parallel, sequential)
-    if with_memory:
-        results["memory"] = memory(sequential.states)
+    results: dict[str, Any] = {}
+    if "engine" not in skip:
+        print("engine: pure apply ...", flush=True)
+        results["engine"] = engine(records, registry)
+    if "replay" not in skip or "memory" not in skip:
+        parallel = None
+        if "replay" not in skip:  # first, in a process that holds no replay yet (`parallel_replay`)
+            print("replay: customer shards in parallel ...", flush=True)
+            parallel = parallel_replay(records, registry)
+        print("replay: the record processor offline ...", flush=True)
+        replay, sequential = replay_figures(records, registry)
+        states = sequential.states
+        if parallel is not None:
+            results["replay"] = replay
+            results["replay_parallel"] = parallel_replay_figures(parallel, sequential)
+            del parallel
+        if "memory" not in skip:
+            print("memory: the state store ...", flush=True)
+            results["memory"] = memory(states)
+            print("memory: the same states in RocksDB ...", flush=True)
+            try:
+                cache = Settings().rocksdb_block_cache_mb * 2**20  # what the worker configures (LOYALTY_ROCKSDB_*)
+                results["memory_rocksdb"] = store_bench.rocksdb_memory(states, block_cache_size=cache)
+            except (ImportError, RuntimeError) as exc:  # the rocksdb extra is not installed
+                results["memory_rocksdb"] = {"skipped": str(exc)}
     return results
 
 
