@@ -29,6 +29,8 @@ _UTC_Z: Final = orjson.OPT_UTC_Z
 OUTPUT_OPTIONS: Final = orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_DATETIME
 """The orjson options of the outputs with `json_default`: date-times are handed to it (it writes what
 `OPT_UTC_Z` alone would)."""
+_OPTIONS: Final[int | None] = OUTPUT_OPTIONS
+"""`OUTPUT_OPTIONS` as an object: mypyc keeps an `int` Final unboxed, and boxed a new int for every call."""
 
 
 class _LastSource:
@@ -45,7 +47,7 @@ class _LastSource:
     def source_ref_json(self, value: SourceRef) -> object:
         if value is self.source:
             return self.json
-        kept = _FRAGMENT(_DUMPS(value.__dict__, default=json_default, option=OUTPUT_OPTIONS))
+        kept = _FRAGMENT(_DUMPS(value.__dict__, _JSON_DEFAULT, _OPTIONS))
         self.source, self.json = value, kept
         return kept
 
@@ -93,6 +95,6 @@ def encode_contract(message: BaseModel) -> bytes:
     orjson from the message's fields with `json_default`, or by pydantic's serializer for what orjson cannot
     write. Here so that the engine's own encode of its outputs (`effects.encode_outputs`) is compiled."""
     try:
-        return _DUMPS(message.__dict__, default=_JSON_DEFAULT, option=OUTPUT_OPTIONS)
+        return _DUMPS(message.__dict__, _JSON_DEFAULT, _OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
         return message.__pydantic_serializer__.to_json(message)
