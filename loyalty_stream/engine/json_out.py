@@ -25,6 +25,13 @@ _MODELS: Final[set[type]] = set()
 """The output contract types `json_default` met (their instances written as their fields)."""
 _JSON_TIMES: Final[IdentityMemo[orjson.Fragment]] = IdentityMemo()
 """`json_default`'s memo: the JSON of a date-time by identity."""
+_DECIMAL_SLOTS: Final = 256
+"""Slots of `json_default`'s Decimal front (a power of two)."""
+_DECIMAL_MASK: Final = _DECIMAL_SLOTS - 1
+_DECIMAL_KEYS: Final[list[object]] = [None] * _DECIMAL_SLOTS
+"""The Decimal each slot last wrote (held, so its id is not reused while its text is kept)."""
+_DECIMAL_TEXTS: Final[list[str]] = [""] * _DECIMAL_SLOTS
+"""Its `str`, what orjson writes for it."""
 _UTC_Z: Final = orjson.OPT_UTC_Z
 OUTPUT_OPTIONS: Final = orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_DATETIME
 """The orjson options of the outputs with `json_default`: date-times are handed to it (it writes what
@@ -57,17 +64,27 @@ _LAST_SOURCE: Final = _LastSource()
 
 def json_default(value: object) -> object:
     """orjson's `default` for the outputs (`events.codec.encode`, with `OUTPUT_OPTIONS`): a Decimal as its
-    `str`, a nested contract (a ledger entry's `SourceRef`, a redemption's lots) as its fields, a date-time as
-    the JSON orjson writes for it under `OPT_UTC_Z` (so the bytes are orjson's own), remembered by identity
-    (`_JSON_TIMES`): an activity's outputs share its date-times (its time, its lots' expiry and
-    availability; 95 % hits), and a kept fragment costs less than orjson formatting the date-time again (it asks
-    the zone for its offset).
+    `str` (remembered by identity in a small front), a nested contract (a ledger entry's `SourceRef`, a
+    redemption's lots) as its fields, a date-time as the JSON orjson writes for it under `OPT_UTC_Z` (so the
+    bytes are orjson's own), remembered by identity (`_JSON_TIMES`): an activity's outputs share its date-times
+    (its time, its lots' expiry and availability; 95 % hits), and a kept fragment costs less than orjson
+    formatting the date-time again (it asks the zone for its offset).
 
     In the engine because the engine is compiled: orjson calls it for every Decimal and date-time of every output
     (about 50 per record); interpreted, each call cost twice as much."""
     kind = type(value)
     if kind is _DECIMAL:
-        return str(value)
+        # A direct-mapped front by identity: a customer's balances (and shared constants such as a zero) are
+        # written by several of an activity's outputs, so about 3 Decimals in 10 are an object written shortly
+        # before, and `str` costs several times the test. Not by value: a fresh Decimal's hash costs more than its
+        # `str`, and equal values can have other texts (`1.0`, `1`).
+        slot = (id(value) >> 4) & _DECIMAL_MASK  # (objects are 16-byte aligned: the low bits tell nothing)
+        if _DECIMAL_KEYS[slot] is value:
+            return _DECIMAL_TEXTS[slot]
+        text = str(value)
+        _DECIMAL_KEYS[slot] = value
+        _DECIMAL_TEXTS[slot] = text
+        return text
     if kind is _DATETIME:
         kept = _JSON_TIMES.get(value)
         if kept is not None:

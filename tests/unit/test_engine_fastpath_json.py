@@ -1,6 +1,6 @@
 """`engine.json_out`'s fast paths: `json_default`'s texts of Decimals (each its own `str`, never another equal
-value's) and what `encode_contract` writes with them (positional `dumps` arguments), byte for byte pydantic's
-JSON."""
+value's: its front is by identity) and what `encode_contract` writes with them (positional `dumps` arguments),
+byte for byte pydantic's JSON."""
 
 from __future__ import annotations
 
@@ -29,6 +29,14 @@ def test_fresh_decimals_every_time() -> None:
         value = Decimal(number) / 100
         assert json_default(value) == str(value)
         assert json_default(Decimal(f"{number}.0")) == f"{number}.0"
+
+
+def test_a_repeated_decimal_is_answered_by_the_front() -> None:
+    value = Decimal("123.45")
+    first = json_default(value)
+    assert first == "123.45"
+    assert json_default(value) is first  # (the kept text: no `str` again)
+    assert any(kept is value for kept in json_out._DECIMAL_KEYS)
 
 
 def test_a_decimal_subclass_is_its_str() -> None:
