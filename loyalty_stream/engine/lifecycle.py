@@ -249,47 +249,60 @@ key function: the position (collection order) ends every key before the lot, so 
 and keeps the order of the stable sort by `Transition.sort_key` on ties (repeated lot ids)."""
 
 
-def _collect(state: CustomerState, dues: _ProgramDues, until: datetime | None) -> tuple[list[_Pending], bool]:
+def _collect(state: CustomerState, dues: _ProgramDues, until: datetime | None,
+             until_fixed: bool = False) -> tuple[list[_Pending], bool]:
     """Every pending transition due at or before `until` (all when None), in the order they must apply, and
     whether their due times all have a fixed-offset `timezone` (what the engine computes and decodes:
     `engine.times`). Those compare and test equal exactly as their UTC times do (no DST fold), so they sort as
     tuples in the very order `Transition.sort_key` gives, and group by instant, without a conversion per
-    transition. Any other time zone sorts and groups by UTC time (`_utc_key`)."""
+    transition. Any other time zone sorts and groups by UTC time (`_utc_key`). `until_fixed`: `until` is
+    already `fixed` (an activity's `Effects.time`)."""
     zone = dues.zone
     offsets = dues.offsets
     table = dues.table
     # Reminders are looked at only for lots expiring within the horizon after `until` (a prefilter: the
     # horizon has a day of slack over the largest offset, so how it is added cannot matter). With a horizon
     # >= 0, such a lot's expiry is not due either, so the prefilter is tested first.
-    if until is not None:
+    if until is not None and not until_fixed:
         until = fixed(until)  # compared with every lot: see engine.times
     reminders_until = None if until is None or table is None else until + dues.horizon
     skip_after = reminders_until if dues.prefilter else None
     reminded: set[tuple[datetime, int]] | None = None
     pending: list[_Pending] = []
     far: datetime | None = None  # the last expiry seen after `skip_after` (lots share date-time objects)
+    # The last date-time objects seen to be at or before `skip_after` (an expiry), `until` (a conversion, an
+    # expiry): lots share them, and an identity test settles what a comparison would.
+    near: datetime | None = None
+    converting: datetime | None = None
+    expiring: datetime | None = None
     for lot in state.lots:
         expires_at = lot.expires_at
-        if until is not None and skip_after is not None and expires_at is not None and (
-            expires_at is far or expires_at > skip_after
-        ):
-            far = expires_at  # nothing of its expiry is due: only a conversion may be
-            if lot.promised:
-                available = lot.available_at
-                if available is not None and available <= until and lot.remaining > ZERO:
-                    pending.append((available, CONVERT, lot.lot_id, 0, len(pending), lot))
-            continue
+        if until is not None and skip_after is not None and expires_at is not None:
+            if expires_at is not near and (expires_at is far or expires_at > skip_after):
+                far = expires_at  # nothing of its expiry is due: only a conversion may be
+                if lot.promised:
+                    available = lot.available_at
+                    if available is not None and (available is converting or available <= until) and (
+                        lot.remaining > ZERO
+                    ):
+                        converting = available
+                        pending.append((available, CONVERT, lot.lot_id, 0, len(pending), lot))
+                continue
+            near = expires_at
         if lot.remaining <= ZERO:
             continue
         if lot.promised:
             available = lot.available_at
-            if available is not None and (until is None or available <= until):
+            if available is not None and (until is None or available is converting or available <= until):
+                converting = available
                 pending.append((available, CONVERT, lot.lot_id, 0, len(pending), lot))
         if expires_at is None:
             continue
-        if until is None or expires_at <= until:
+        if until is None or expires_at is expiring or expires_at <= until:
+            expiring = expires_at
             pending.append((expires_at, EXPIRE, lot.lot_id, 0, len(pending), lot))
-        if table is None or (reminders_until is not None and expires_at > reminders_until):
+        # (With `skip_after`, a lot here expires at or before it: `reminders_until`.)
+        if table is None or (skip_after is None and reminders_until is not None and expires_at > reminders_until):
             continue
         lot_dues = table.get(expires_at)
         if lot_dues is None:
@@ -356,9 +369,11 @@ def _batch_ends(pending: list[_Pending], fixed_offsets: bool) -> list[int]:
     count = len(pending)
     index = 0
     while index < count:
-        instant = _instant(pending[index][0], fixed_offsets)
+        at = pending[index][0]
+        instant = _instant(at, fixed_offsets)
         index += 1
-        while index < count and instant == _instant(pending[index][0], fixed_offsets):
+        # (Transitions due at one instant mostly share its date-time object: identity settles the test.)
+        while index < count and (pending[index][0] is at or instant == _instant(pending[index][0], fixed_offsets)):
             index += 1
         ends.append(index)
     return ends
@@ -404,9 +419,13 @@ def next_transition(state: CustomerState, program: Program) -> Due | None:
                 continue
             live = True
             available = lot.available_at
+            # (The lots of a purchase share their date-time objects: the very object `at` is equal, a tie,
+            # settled without comparing instants.)
             if available is not None and (
-                at is None or available < at
-                or (not at < available and (order != CONVERT or lot.lot_id < lot_id))
+                at is None
+                or (available is at and (order != CONVERT or lot.lot_id < lot_id))
+                or (available is not at and (available < at or (
+                    not at < available and (order != CONVERT or lot.lot_id < lot_id))))
             ):
                 at, order, lot_id = available, CONVERT, lot.lot_id
         expires_at = lot.expires_at
@@ -422,12 +441,18 @@ def next_transition(state: CustomerState, program: Program) -> Due | None:
                 continue
         if not live and lot.remaining <= ZERO:
             continue
-        if at is None or expires_at < at or (order == EXPIRE and not at < expires_at and lot.lot_id < lot_id):
+        if at is None or (
+            (order == EXPIRE and lot.lot_id < lot_id) if expires_at is at
+            else (expires_at < at or (order == EXPIRE and not at < expires_at and lot.lot_id < lot_id))
+        ):
             at, order, lot_id = expires_at, EXPIRE, lot.lot_id
         if lot_dues is None:
             continue
         for n, due in lot_dues:  # `_reminder_applies`, tested last: most dues are later than the earliest so far
-            if not due < at:
+            if due is at:  # (a due time shared with the lots of its expiry instant: equal)
+                if order != EXPIRE:
+                    continue
+            elif not due < at:
                 if at < due:
                     break  # (dues are in time order: so are the rest)
                 if order != EXPIRE:
@@ -579,17 +604,24 @@ def _accrual_rules(fx: Effects, at: datetime, converted: list[tuple[Lot, Decimal
         return
     state = fx.state
     synthetic = _synthetic(state, at, "DelayedAccrual", derive_id("da", state.program_id, state.customer_id, stamp(at)))
-    assert isinstance(synthetic, act.DelayedAccrual)
+    assert isinstance(synthetic, _ACCRUAL)  # (the Final: `act.DelayedAccrual` is a module attribute lookup)
     points = ZERO  # summed in order from ZERO, as `sum(..., ZERO)` does
     lot_ids: list[str] = []
-    bills: set[str] = set()
+    bill: str | None = None  # the one bill number seen while there is one (the lots of a purchase share it)
+    bills: set[str] | None = None  # every bill number, once a second one is seen
     for lot, amount in converted:
         points = points + amount
         lot_ids.append(lot.lot_id)
-        if lot.bill_number is not None:
-            bills.add(lot.bill_number)
+        bill_number = lot.bill_number
+        if bill_number is not None and bill_number is not bill:
+            if bills is not None:
+                bills.add(bill_number)
+            elif bill is None:
+                bill = bill_number
+            elif bill_number != bill:
+                bills = {bill, bill_number}
     context = Conversion(activity=synthetic, due_at=at, points=points, lot_ids=tuple(lot_ids),
-                         bill_numbers=tuple(sorted(bills)))
+                         bill_numbers=(() if bill is None else (bill,)) if bills is None else tuple(sorted(bills)))
     with acting_as(fx, synthetic):
         rules.run_rule_sets(fx, "DelayedAccrual", context, ACCRUAL_HANDLERS)
 
@@ -602,10 +634,15 @@ def _remind(fx: Effects, dues: _ProgramDues, due: datetime, key: str, n: int, ow
     assert expires_at is not None
     # Same expiry instant (aware datetimes compare as instants: the same test as equal UTC stamps); lots share
     # date-time objects, so identity settles most without a comparison.
+    # Aware date-times equal as instants hash equal (the hash is kept in the object): different hashes settle
+    # most other lots without a comparison.
+    expires_hash = hash(expires_at)
     group: list[Lot] = []
     for lot in state.lots:
         lot_expires = lot.expires_at
-        if lot_expires is None or (lot_expires is not expires_at and lot_expires != expires_at):
+        if lot_expires is None or (lot_expires is not expires_at and (
+            hash(lot_expires) != expires_hash or lot_expires != expires_at
+        )):
             continue
         if lot.remaining > ZERO and _reminder_applies(lot, n, due):
             group.append(lot)
@@ -636,7 +673,7 @@ def materialise(fx: Effects, until: datetime) -> None:
     (the transitions due at one instant, collected before the first applies), conversions first (then the
     DelayedAccrual rule sets, once for the batch), then reminders, then expiries (the order they sort in)."""
     dues = _program_dues(fx.program)
-    pending, fixed_offsets = _collect(fx.state, dues, until)
+    pending, fixed_offsets = _collect(fx.state, dues, until, until is fx.time)
     start = 0
     for end in _batch_ends(pending, fixed_offsets):
         first = pending[start]
@@ -645,7 +682,9 @@ def materialise(fx: Effects, until: datetime) -> None:
         while index < end:
             at, order, key, days_before, _, lot = pending[index]
             if order == CONVERT:
-                if lot.promised and lot.remaining > ZERO:
+                # The first batch's conversions apply first of all (they sort first at their instant), each to
+                # its own lot: the lot is as `_collect` saw it (promised, holding points). Later ones test again.
+                if start == 0 or (lot.promised and lot.remaining > ZERO):
                     converted.append((lot, convert(fx, lot, at, scheduled=True)))
             else:
                 if converted:
