@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Final, Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -320,18 +321,32 @@ def _collect(state: CustomerState, dues: _ProgramDues, until: datetime | None,
                 pending.append((due, REMIND, stamp(expires_at), n, len(pending), lot))
     fixed_offsets = True
     seen: datetime | None = None  # the last due time checked (lots share date-time objects)
+    one_instant = True  # every transition a conversion due at one date-time object (a purchase's lots)
     for t in pending:
+        if t[1] != CONVERT:
+            one_instant = False
         if t[0] is not seen:
+            if seen is not None:
+                one_instant = False
             seen = t[0]
             if type(seen.tzinfo) is not _FIXED_OFFSET:
                 fixed_offsets = False
                 break
     if len(pending) > 1:
         if fixed_offsets:
-            pending.sort()
+            if one_instant:
+                # The keys differ only from the lot id on (then days before 0, then position: the list's order,
+                # kept by a stable sort): by lot id alone, text compared as text, not tuple by tuple.
+                pending.sort(key=_LOT_ID)
+            else:
+                pending.sort()
         else:
             pending.sort(key=_utc_key)
     return pending, fixed_offsets
+
+
+_LOT_ID: Final = itemgetter(2)
+"""A pending transition's key (a conversion's lot id)."""
 
 
 def _utc_key(t: _Pending) -> tuple[datetime, int, str, int, int]:
@@ -394,14 +409,14 @@ def next_transition(state: CustomerState, program: Program) -> Due | None:
     activity that its window lets go (`parking.next_give_up`) is due as a PointsExpiry (an evaluation with
     nothing of its own to do) when nothing else is due before it.
 
-    It runs for every changed customer of every batch, so it is one pass over the lots keeping the least
-    (instant, order, lot id) seen, without building transitions: the choice `min(_pending(...),
-    key=Transition.sort_key)` makes (date-times compared directly, as `_collect` compares them with `until`:
-    instants for the engine's fixed offsets, `engine.times`; ties to the lower order, then lot id, then the
-    first seen). Reminders need neither the dedupe per expiry group (a repeat has the same sort key) nor their
-    key: reminders due at one instant are the same value (`reminder_due`: the zone's shared offset).
-    A lot whose earliest reminder is due after the earliest so far (and not after its expiry) has nothing
-    earlier: one comparison settles it (most lots).
+    It runs for every changed customer of every batch, so it is two passes over the lots (conversions, then expiries
+    and reminders) keeping the least (instant, order, lot id) seen, without building transitions: the choice
+    `min(_pending(...), key=Transition.sort_key)` makes (date-times compared directly, as `_collect` compares them
+    with `until`: instants for the engine's fixed offsets, `engine.times`; ties to the lower order, then lot id,
+    then the first seen). Reminders need neither the dedupe per expiry group (a repeat has the same sort key) nor
+    their key: reminders due at one instant are the same value (`reminder_due`: the zone's shared offset). A lot
+    whose earliest reminder is due after the earliest so far (and not after its expiry) has nothing earlier: one
+    comparison settles it (most lots).
     """
     dues = _program_dues(program)
     offsets = dues.offsets
@@ -411,23 +426,23 @@ def next_transition(state: CustomerState, program: Program) -> Due | None:
     at: datetime | None = None  # the earliest so far: its time, order and (conversion, expiry) lot id
     order = EXPIRE
     lot_id = ""
-    settled: datetime | None = None  # the last expiry settled (lots share date-time objects; `at` only falls)
-    for lot in state.lots:
-        live = False
+    lots = state.lots
+    # Conversions first: the earliest one (usually days away, where expiries are months away) then settles
+    # most lots' expiries with one comparison. The choice is the same: a conversion wins every tie with an
+    # expiry or reminder (its order), and each kind is still visited in the lots' order (first seen wins).
+    for lot in lots:
         if lot.promised:
-            if lot.remaining <= ZERO:
-                continue
-            live = True
             available = lot.available_at
             # (The lots of a purchase share their date-time objects: the very object `at` is equal, a tie,
             # settled without comparing instants.)
             if available is not None and (
                 at is None
-                or (available is at and (order != CONVERT or lot.lot_id < lot_id))
-                or (available is not at and (available < at or (
-                    not at < available and (order != CONVERT or lot.lot_id < lot_id))))
-            ):
+                or (available is at and lot.lot_id < lot_id)
+                or (available is not at and (available < at or (not at < available and lot.lot_id < lot_id)))
+            ) and lot.remaining > ZERO:
                 at, order, lot_id = available, CONVERT, lot.lot_id
+    settled: datetime | None = None  # the last expiry settled (lots share date-time objects; `at` only falls)
+    for lot in lots:
         expires_at = lot.expires_at
         if expires_at is None or expires_at is settled:
             continue
@@ -439,7 +454,7 @@ def next_transition(state: CustomerState, program: Program) -> Due | None:
             if settles and at is not None and at < lot_dues[0][1]:
                 settled = expires_at  # at < earliest reminder <= expiry: neither is earlier, nor ties
                 continue
-        if not live and lot.remaining <= ZERO:
+        if lot.remaining <= ZERO:  # (a promised lot too: its expiry takes what is left)
             continue
         if at is None or (
             (order == EXPIRE and lot.lot_id < lot_id) if expires_at is at

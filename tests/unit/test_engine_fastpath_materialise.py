@@ -71,6 +71,15 @@ def test_ties_on_a_shared_object_order_by_kind_then_lot_id() -> None:
         [_lot("z", instant), _lot("y", instant.astimezone(INDIA)), _lot("x", instant)],
         # Lots sharing an expiry: the second meets the first's reminder (the same due object) as the earliest.
         [_lot("m", instant), _lot("n", instant), _lot("o", other, reminded=(7,))],
+        # Conversions are scanned first: an older lot's expiry (another offset) at their instant, then theirs.
+        [_lot("a", instant.astimezone(INDIA)), _lot("b", instant, promised=True, available_at=other),
+         _lot("c", None, promised=True, available_at=instant)],
+        [_lot("a", instant - timedelta(days=1)), _lot("p", instant, promised=True, available_at=instant)],
+        # Conversions at one instant in two offsets: the lower lot id's object, wherever it is in the lots.
+        [_lot("b", None, promised=True, available_at=instant.astimezone(INDIA)),
+         _lot("a", None, promised=True, available_at=instant), _lot("c", None, promised=True, available_at=other)],
+        [_lot("a", None, promised=True, available_at=instant.astimezone(INDIA)),
+         _lot("b", None, promised=True, available_at=instant)],
     ):
         state = CustomerState("c1", "default", lots=lots)
         for until in (None, instant - timedelta(days=7), instant, other + timedelta(days=1)):
@@ -81,6 +90,12 @@ def test_ties_on_a_shared_object_order_by_kind_then_lot_id() -> None:
     assert lifecycle.next_transition(state, plain) == lifecycle.Due(instant, "DelayedAccrual")
     state.lots.reverse()
     assert lifecycle.next_transition(state, plain) == lifecycle.Due(instant, "DelayedAccrual")
+    # A promised lot holding nothing has neither a conversion nor an expiry (the second pass tests it too).
+    state = CustomerState("c1", "default", lots=[_lot("z", instant, promised=True),
+                                                 _lot("y", instant + timedelta(days=1))])
+    state.lots[0].remaining = ZERO
+    assert lifecycle.next_transition(state, plain) == lifecycle.Due(instant + timedelta(days=1), "PointsExpiry")
+    assert_same(state, plain, instant + timedelta(days=2))
 
 
 def test_collect_skips_by_identity_only_what_a_comparison_would() -> None:
@@ -96,6 +111,16 @@ def test_collect_skips_by_identity_only_what_a_comparison_would() -> None:
     lots[2].remaining = ZERO
     state = CustomerState("c1", "default", lots=lots)
     assert_same(state, program, until)
+    # Conversions only, at one object: sorted by lot id alone, a repeated id in the lots' order.
+    one = [_lot(i, until + timedelta(days=90), promised=True, available_at=until) for i in ("d", "b", "c", "b", "a")]
+    assert_same(CustomerState("c1", "default", lots=one), program, until)
+    assert [id(t.lot) for t in lifecycle.transitions(CustomerState("c1", "default", lots=one), program, until)] == [
+        id(one[4]), id(one[1]), id(one[3]), id(one[2]), id(one[0])]
+    # Conversions only, at two instants: by time first (not by lot id alone).
+    two = [_lot("a", None, promised=True, available_at=until), _lot("b", None, promised=True,
+                                                                    available_at=until - timedelta(days=1))]
+    assert [t.key for t in lifecycle.transitions(CustomerState("c1", "default", lots=two), program, until)] == [
+        "b", "a"]
     assert [(t.order, t.key) for t in lifecycle.transitions(state, program, until) if t.order != REMIND] == [
         (CONVERT, "p1"), (EXPIRE, "e1"), (EXPIRE, "e3"), (EXPIRE, "e4")]
 
