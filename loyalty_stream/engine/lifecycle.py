@@ -652,12 +652,14 @@ def _remind(fx: Effects, dues: _ProgramDues, due: datetime, key: str, n: int, ow
     # Aware date-times equal as instants hash equal (the hash is kept in the object): different hashes settle
     # most other lots without a comparison.
     expires_hash = hash(expires_at)
+    other: datetime | None = None  # the last expiry object found to be another instant (lots share them)
     group: list[Lot] = []
     for lot in state.lots:
         lot_expires = lot.expires_at
-        if lot_expires is None or (lot_expires is not expires_at and (
-            hash(lot_expires) != expires_hash or lot_expires != expires_at
-        )):
+        if lot_expires is None or lot_expires is other:
+            continue
+        if lot_expires is not expires_at and (hash(lot_expires) != expires_hash or lot_expires != expires_at):
+            other = lot_expires
             continue
         if lot.remaining > ZERO and _reminder_applies(lot, n, due):
             group.append(lot)

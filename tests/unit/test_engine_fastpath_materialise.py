@@ -219,3 +219,12 @@ def test_a_reminder_groups_the_lots_expiring_at_its_instant_in_any_offset() -> N
     notifications = [json.loads(note) for note in _same_materialise(make, program)[1]]
     # e's group (a day earlier), then a's (a, b, d and g: one instant in four offsets), then c's.
     assert [note["data"]["points"] for note in notifications] == ["5", "20", "5"]
+
+    def interleaved() -> CustomerState:  # another instant's shared object between the group's lots
+        later = instant + timedelta(days=2)
+        return CustomerState("c1", "default", lots=[
+            _lot("x", later), _lot("a", instant), _lot("d", instant), _lot("y", later), _lot("b", _copy(instant)),
+            _lot("z", later), _lot("c", instant)])
+
+    notifications = [json.loads(note) for note in _same_materialise(interleaved, program)[1]]
+    assert [note["data"]["points"] for note in notifications] == ["20", "15"]
