@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
 from loyalty_stream.engine.contracts import field_template, trusted
 from loyalty_stream.engine.facts import Facts, facts
-from loyalty_stream.engine.ids import derive_id, derive_id_of, id_of_text, joined
+from loyalty_stream.engine.ids import derive_id, derive_id_of, hasher_of, id_after, id_of_text, joined
 from loyalty_stream.engine.json_out import encode_contract
 from loyalty_stream.engine.rounding import CENTS, exponent_of, power_of_ten
 from loyalty_stream.engine.state import ZERO, CustomerState, Lot
@@ -65,10 +66,13 @@ _CHANNELS: Final[dict[str, Channel]] = {channel.value: channel for channel in Ch
 """`Channel(text)` without the Enum metaclass's interpreted `__call__`."""
 
 
-def _entry_id(cause: str, kind: LedgerKind, version: str, text: str | None) -> str:
+def _entry_id(cause: str, kind: str, version: str, text: str | None) -> str:
     """A ledger entry's id, `derive_id_of("le", (cause, kind, version, *key))`, from `text = ids.joined(key)`
-    (None for an empty key): no `(..., *key)` tuple (under mypyc a list built, extended, then copied)."""
-    return id_of_text("le-", "\x1f".join((cause, kind, version) if text is None else (cause, kind, version, text)))
+    (None for an empty key): no `(..., *key)` tuple (under mypyc a list built, extended, then copied). The text
+    is one f-string of str-typed pieces (a `LedgerKind` is a str: its text as `str.join` takes it), which mypyc
+    builds in one pass with no tuple and no `format` calls."""
+    return id_of_text("le-", f"{cause}\x1f{kind}\x1f{version}" if text is None
+                      else f"{cause}\x1f{kind}\x1f{version}\x1f{text}")
 
 
 _same_quantum: Final = Decimal.same_quantum
@@ -166,9 +170,10 @@ class Effects:
     """Collects the outputs of one activity against one customer state."""
 
     __slots__ = ("activity", "any_rolling", "checking", "current_before", "event_id", "event_time",
-                 "first_available", "first_expiry", "held", "held_promised", "known", "lifetime_before", "memo",
-                 "memo_owner", "no_debt", "outcome", "program", "promised_before", "scope", "source", "state", "time",
-                 "version", "version_text", "written")
+                 "first_available", "first_expiry", "held", "held_promised", "known", "le_cause", "le_hasher",
+                 "le_kind", "lifetime_before", "lot_cause", "lot_hasher", "memo", "memo_owner", "no_debt", "outcome",
+                 "program", "promised_before", "scope", "source", "state", "time", "version", "version_text",
+                 "written")
 
     def __init__(self, state: CustomerState, activity: Envelope, program: Program, source: SourceRef | None) -> None:
         self.state = state
@@ -194,21 +199,28 @@ class Effects:
         first_expiry: datetime | None = None
         any_rolling = False
         for lot in state.lots:
-            remaining = lot.remaining
             if lot.rolling:
                 any_rolling = True
+            remaining = lot.remaining
+            if remaining is ZERO:
+                # An emptied lot (`empty`) adds nothing to the sums: a total holds ZERO's term from the start (its
+                # exponent, 0, and sign), so adding it again changes neither value nor exponent. Nor is it the
+                # earliest of anything (it holds no points).
+                continue
             # (The date-times are compared before the points: a date-time comparison with the shared zone is
-            # the cheaper one, and most lots are not the earliest so far.)
+            # the cheaper one, and most lots are not the earliest so far. Lots often share a time object: one
+            # that is the earliest so far is not earlier than itself.)
             if lot.promised:
                 held_promised += remaining
                 available_at = lot.available_at
-                if available_at is not None and (
+                if available_at is not None and available_at is not first_available and (
                         first_available is None or available_at < first_available) and remaining > ZERO:
                     first_available = available_at
             else:
                 held += remaining
             expires_at = lot.expires_at
-            if expires_at is not None and (first_expiry is None or expires_at < first_expiry) and remaining > ZERO:
+            if expires_at is not None and expires_at is not first_expiry and (
+                    first_expiry is None or expires_at < first_expiry) and remaining > ZERO:
                 first_expiry = expires_at
         self.first_available = first_available
         """The earliest conversion of a promised lot held when the activity started (None: none)."""
@@ -237,6 +249,13 @@ class Effects:
         """The last ledger entry written (made by the first), see `_Written`."""
         self.checking = CHECK_BALANCES
         """`CHECK_BALANCES` read once (under mypyc a module global is a dict lookup)."""
+        self.le_cause: str | None = None
+        self.le_kind: str | None = None
+        self.le_hasher: blake2b | None = None
+        """The hasher over the text entry ids of `le_cause` and `le_kind` start with (`_le_id`)."""
+        self.lot_cause: str | None = None
+        self.lot_hasher: blake2b | None = None
+        """The hasher over the text ids of lots credited for `lot_cause` start with (`credit`)."""
 
     def act_for(self, activity: Envelope) -> tuple[Envelope, str, datetime, datetime]:
         """Run effects on behalf of `activity` from now on (`lifecycle.acting_as`, `parking.acting`): its id
@@ -415,6 +434,17 @@ class Effects:
                             bill_number, desired_amount, rule, redemption_id, reason, operator_id, shortfall,
                             source_type, None)
 
+    def _le_id(self, cause: str, kind: str, tail: bytes) -> str:
+        """`_entry_id(cause, kind, version, text)` for `tail = text.encode()`: the text before `text` hashed once for
+        the entries with the same cause and kind in a row (objects compared: causes and kinds are shared), where
+        building each entry's text cost about as much as its hash's overhead (`ids.id_after`)."""
+        hasher = self.le_hasher
+        if hasher is None or cause is not self.le_cause or kind is not self.le_kind:
+            hasher = self.le_hasher = hasher_of(f"{cause}\x1f{kind}\x1f{self.version_text}\x1f")
+            self.le_cause = cause
+            self.le_kind = kind
+        return id_after("le-", hasher, tail)
+
     def _record(self, kind: LedgerKind, bucket: Bucket, amount: Decimal, key: tuple[object, ...],
                 at: datetime | None, scheduled: bool, lot: Lot | None, lot_id: str | None, condition_code: Any,
                 line_item_id: Any, bill_number: Any, desired_amount: Decimal | None, rule: str | None,
@@ -457,8 +487,11 @@ class Effects:
             base["program_version"] = self.version
             written = self.written = _Written(base)
         values = written.values.copy()
-        values["entry_id"] = (_entry_id(cause, kind, self.version_text, joined(key) if key else None)
-                              if entry_id is None else entry_id)
+        if entry_id is None:
+            # (A scheduled entry's cause is its lot's: mostly another for each entry, nothing to share.)
+            entry_id = (self._le_id(cause, kind, joined(key).encode()) if key and not scheduled
+                        else _entry_id(cause, kind, self.version_text, joined(key) if key else None))
+        values["entry_id"] = entry_id
         values["seq"] = state.seq
         values["amount"] = amount
         balance_after, promised_after = self.current, self.held_promised
@@ -536,11 +569,22 @@ class Effects:
         """Create a lot of `points` (already rounded) and its ledger entry; pays off debt first."""
         # The lot's and the entry's ids, `derive_id_of("lot", (event_id, *key))` and `derive_id_of("le", (event_id,
         # kind, version, *key))`, from the key joined once (`ids.id_of_text`): no `(..., *key)` tuples to build.
+        # Both ids' texts end with the key's: it is encoded once and hashed after a hasher over each's head
+        # (`ids.id_after`), the lots' head (the activity's id) hashed once per activity.
         event_id = self.event_id
-        text = joined(key) if key else None
-        lot = Lot(id_of_text("lot-", event_id if text is None else f"{event_id}\x1f{text}"), points, points,
-                  promised, self.time, available_at, expires_at, event_id, origin, condition_code, bill_number,
-                  line_item_id, expiry_code, rolling)
+        if key:
+            data = joined(key).encode()
+            lot_hasher = self.lot_hasher
+            if lot_hasher is None or event_id is not self.lot_cause:
+                lot_hasher = self.lot_hasher = hasher_of(f"{event_id}\x1f")
+                self.lot_cause = event_id
+            lot_id = id_after("lot-", lot_hasher, data)
+            tail: bytes | None = data
+        else:
+            tail = None
+            lot_id = id_of_text("lot-", event_id)
+        lot = Lot(lot_id, points, points, promised, self.time, available_at, expires_at, event_id, origin,
+                  condition_code, bill_number, line_item_id, expiry_code, rolling)
         if rolling:
             self.any_rolling = True
         state = self.state
@@ -557,7 +601,8 @@ class Effects:
                 self.settle_debt(lot)
             bucket = CURRENT
             kind = kind or EARN
-        entry_id = _entry_id(event_id, kind, self.version_text, text)
+        entry_id = _entry_id(event_id, kind, self.version_text, None) if tail is None else self._le_id(event_id, kind,
+                                                                                                        tail)
         self._record(kind, bucket, points, key, None, False, lot, None, FROM_LOT, FROM_LOT, FROM_LOT, desired_amount,
                      rule, redemption_id, reason, operator_id, None, None, entry_id)
         return lot

@@ -10,6 +10,7 @@ _EMPTY: Final = blake2b(digest_size=10)
 # Its methods bound / unbound once: under mypyc `digest.update(...)` on a hashlib object looks `update` up by
 # name on every call; a Final callable is a C global called directly.
 _copy: Final = _EMPTY.copy
+_copy_of: Final = type(_EMPTY).copy
 _update: Final = type(_EMPTY).update
 _hexdigest: Final = type(_EMPTY).hexdigest
 
@@ -50,4 +51,20 @@ def id_of_text(head: str, raw: str) -> str:
     joins a key once for two ids)."""
     digest = _copy()
     _update(digest, raw.encode())
+    return head + _hexdigest(digest)
+
+
+def hasher_of(raw: str) -> blake2b:
+    """A hasher over `raw` (never updated itself), for ids whose text starts with `raw` (`id_after`)."""
+    digest: blake2b = _copy()
+    _update(digest, raw.encode())
+    return digest
+
+
+def id_after(head: str, hasher: blake2b, tail: bytes) -> str:
+    """`id_of_text(head, raw + tail.decode())` for `hasher = hasher_of(raw)`: the hash streams, so hashing `raw`
+    then `tail` is hashing their concatenation, and ids sharing `raw` need neither the joined text built nor
+    `raw` encoded again (`Effects.credit`: an activity's entries share their cause, kind and version)."""
+    digest = _copy_of(hasher)
+    _update(digest, tail)
     return head + _hexdigest(digest)
