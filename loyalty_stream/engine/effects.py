@@ -197,6 +197,10 @@ class Effects:
         held = held_promised = ZERO
         first_available: datetime | None = None
         first_expiry: datetime | None = None
+        # The last date-times found not earlier than the earliest so far: that stays so (the earliest only moves
+        # earlier), and the lots credited by one activity share their date-time objects, mostly in a row.
+        later_available: datetime | None = None
+        later_expiry: datetime | None = None
         any_rolling = False
         for lot in state.lots:
             if lot.rolling:
@@ -208,20 +212,27 @@ class Effects:
                 # earliest of anything (it holds no points).
                 continue
             # (The date-times are compared before the points: a date-time comparison with the shared zone is
-            # the cheaper one, and most lots are not the earliest so far. Lots often share a time object: one
-            # that is the earliest so far is not earlier than itself.)
+            # the cheaper one, and most lots are not the earliest so far. A time object that is the earliest so
+            # far is not earlier than itself.)
             if lot.promised:
                 held_promised += remaining
                 available_at = lot.available_at
                 if available_at is not None and available_at is not first_available and (
-                        first_available is None or available_at < first_available) and remaining > ZERO:
-                    first_available = available_at
+                        available_at is not later_available):
+                    if first_available is None or available_at < first_available:
+                        if remaining > ZERO:
+                            first_available = available_at
+                    else:
+                        later_available = available_at
             else:
                 held += remaining
             expires_at = lot.expires_at
-            if expires_at is not None and expires_at is not first_expiry and (
-                    first_expiry is None or expires_at < first_expiry) and remaining > ZERO:
-                first_expiry = expires_at
+            if expires_at is not None and expires_at is not first_expiry and expires_at is not later_expiry:
+                if first_expiry is None or expires_at < first_expiry:
+                    if remaining > ZERO:
+                        first_expiry = expires_at
+                else:
+                    later_expiry = expires_at
         self.first_available = first_available
         """The earliest conversion of a promised lot held when the activity started (None: none)."""
         self.first_expiry = first_expiry
