@@ -499,9 +499,9 @@ class Effects:
             written = self.written = _Written(base)
         values = written.values.copy()
         if entry_id is None:
-            # (A scheduled entry's cause is its lot's: mostly another for each entry, nothing to share.)
-            entry_id = (self._le_id(cause, kind, joined(key).encode()) if key and not scheduled
-                        else _entry_id(cause, kind, self.version_text, joined(key) if key else None))
+            # (Scheduled entries too: lots credited together convert and expire together, in a row, with their cause.)
+            entry_id = (self._le_id(cause, kind, joined(key).encode()) if key
+                        else _entry_id(cause, kind, self.version_text, None))
         values["entry_id"] = entry_id
         values["seq"] = state.seq
         values["amount"] = amount
