@@ -260,13 +260,13 @@ class Effects:
         """The last ledger entry written (made by the first), see `_Written`."""
         self.checking = CHECK_BALANCES
         """`CHECK_BALANCES` read once (under mypyc a module global is a dict lookup)."""
-        self.le_cause: str | None = None
+        self.le_cause = ""
         self.le_kind: str | None = None
         self.le_hasher: blake2b | None = None
-        """The hasher over the text entry ids of `le_cause` and `le_kind` start with (`_le_id`)."""
-        self.lot_cause: str | None = None
+        """The hasher over the text entry ids of `le_cause` and `le_kind` start with (`_le_id`; None: none yet)."""
+        self.lot_cause = ""
         self.lot_hasher: blake2b | None = None
-        """The hasher over the text ids of lots credited for `lot_cause` start with (`credit`)."""
+        """The hasher over the text ids of lots credited for `lot_cause` start with (`credit`; None: none yet)."""
 
     def act_for(self, activity: Envelope) -> tuple[Envelope, str, datetime, datetime]:
         """Run effects on behalf of `activity` from now on (`lifecycle.acting_as`, `parking.acting`): its id
@@ -447,10 +447,11 @@ class Effects:
 
     def _le_id(self, cause: str, kind: str, tail: bytes) -> str:
         """`_entry_id(cause, kind, version, text)` for `tail = text.encode()`: the text before `text` hashed once for
-        the entries with the same cause and kind in a row (objects compared: causes and kinds are shared), where
-        building each entry's text cost about as much as its hash's overhead (`ids.id_after`)."""
+        the entries with the same cause and kind in a row, where building each entry's text cost about as much as its
+        hash's overhead (`ids.id_after`). Causes compared as text (equal ones are mostly the same object, a pointer
+        test; lots decoded from storage hold their own copies), kinds as the enum members they are."""
         hasher = self.le_hasher
-        if hasher is None or cause is not self.le_cause or kind is not self.le_kind:
+        if hasher is None or cause != self.le_cause or kind is not self.le_kind:
             hasher = self.le_hasher = hasher_of(f"{cause}\x1f{kind}\x1f{self.version_text}\x1f")
             self.le_cause = cause
             self.le_kind = kind
@@ -586,7 +587,7 @@ class Effects:
         if key:
             data = joined(key).encode()
             lot_hasher = self.lot_hasher
-            if lot_hasher is None or event_id is not self.lot_cause:
+            if lot_hasher is None or event_id != self.lot_cause:
                 lot_hasher = self.lot_hasher = hasher_of(f"{event_id}\x1f")
                 self.lot_cause = event_id
             lot_id = id_after("lot-", lot_hasher, data)
