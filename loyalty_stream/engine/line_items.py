@@ -100,9 +100,65 @@ def tender_fraction(payload: TransactionPayload, modes: Sequence[str]) -> Decima
 def _scaled_ints(weights: Sequence[Decimal]) -> list[int]:
     """Non-negative weights as integers with the same ratios (exact: each weight's integer ratio brought to
     the common denominator, never divided); negative weights count as 0."""
-    ratios = [w.as_integer_ratio() if w > ZERO else (0, 1) for w in weights]
-    common = lcm(*[den for _, den in ratios])
-    return [num * (common // den) for num, den in ratios]
+    nums: list[int] = []
+    dens: list[int] = []
+    common = 1
+    for weight in weights:
+        if weight > ZERO:
+            num, den = weight.as_integer_ratio()
+            # `lcm(*dens)` built up pairwise, called only when `den` adds a factor (equal or dividing
+            # denominators are common): the same least common multiple without a list and a star call.
+            if common % den:
+                common = lcm(common, den)
+        else:
+            num, den = 0, 1
+        nums.append(num)
+        dens.append(den)
+    for position in range(len(nums)):
+        den = dens[position]
+        if den != common:
+            nums[position] *= common // den
+    return nums
+
+
+class _Quantum:
+    """The last quantum `distribute` split in and its integer ratio (callers pass one quantum object over
+    and over: `rounding.quantum` keeps them), so a total's count of quanta needs no Decimal division."""
+
+    __slots__ = ("den", "num", "quantum")
+
+    def __init__(self) -> None:
+        self.quantum: Decimal | None = None
+        self.num = 1
+        self.den = 1
+
+
+_LAST_QUANTUM: Final = _Quantum()
+
+
+def _units(total: Decimal, quantum: Decimal) -> int:
+    """`total / quantum` as an int; ValueError when the quotient is not whole.
+
+    Integer ratios instead of a Decimal quotient for the usual case (a positive quantum, a whole quotient of
+    fewer than 27 digits, which the Decimal division gives exactly, so the same int); anything else takes
+    that division, with its rounding to the context's precision, as before."""
+    last = _LAST_QUANTUM
+    if last.quantum is not quantum:
+        num, den = quantum.as_integer_ratio() if quantum.is_finite() else (0, 1)  # (0: the division's path)
+        last.quantum, last.num, last.den = quantum, num, den
+    if last.num > 0:
+        total_num, total_den = total.as_integer_ratio()
+        scaled, divisor = total_num * last.den, total_den * last.num
+        units = scaled // divisor
+        if units < _EXACT_BELOW and units * divisor == scaled:
+            return units
+    units, whole_units = (total / quantum).as_integer_ratio()
+    if whole_units != 1:
+        raise ValueError(f"{total} is not a multiple of {quantum}")
+    return units
+
+
+_EXACT_BELOW: Final = 10**27
 
 
 def distribute(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> list[Decimal]:
@@ -111,38 +167,51 @@ def distribute(total: Decimal, weights: Sequence[Decimal], quantum: Decimal) -> 
     Shares are multiples of `quantum` summing exactly to `total`; the leftover quanta after flooring go to
     the largest remainders, ties to the earlier position.
     """
-    if not weights:
+    count = len(weights)
+    if not count:
         return []
     if total < ZERO:
         return [-share for share in distribute(-total, weights, quantum)]
-    # One `as_integer_ratio` both checks the quotient is whole and gives it (`to_integral_value` and then
-    # `int()`, a generic call of the builtin type, cost twice as much).
-    units, whole_units = (total / quantum).as_integer_ratio()
-    if whole_units != 1:
-        raise ValueError(f"{total} is not a multiple of {quantum}")
+    units = _units(total, quantum)
     # Shares are `quantum * n` (what `Decimal(n) * quantum` is, without constructing a Decimal per share).
-    if len(weights) == 1:
+    if count == 1:
         return [quantum * units]  # one weight takes every unit, whatever its value
     ints = _scaled_ints(weights)
-    if not any(ints):
-        ints = [1] * len(weights)
     whole = 0
     for weight in ints:
         whole += weight
+    if not whole:  # every weight 0 (none is negative): equal shares
+        ints = [1] * count
+        whole = count
     floors: list[int] = []
-    remainders: list[tuple[int, int]] = []  # (-remainder, position): sorted, the order leftover quanta go in
+    rests: list[int] = []
     leftover = units
-    for position, weight in enumerate(ints):
+    for weight in ints:
         scaled = units * weight
         share = scaled // whole
         floors.append(share)
-        remainders.append((-(scaled % whole), position))
+        rests.append(scaled - share * whole)  # (`scaled % whole`: the divisor is positive)
         leftover -= share
     if leftover:
-        remainders.sort()
-        for given in range(leftover):
-            floors[remainders[given % len(remainders)][1]] += 1
+        if count <= _PICK_LIMIT:
+            # Fewer quanta left over than weights (each floor loses less than one): the largest remainder
+            # not yet given one, the earlier on a tie (strict `>`), as sorting (-remainder, position) orders.
+            for _ in range(leftover):
+                best = 0
+                for position in range(1, count):
+                    if rests[position] > rests[best]:
+                        best = position
+                floors[best] += 1
+                rests[best] = -1
+        else:
+            order = sorted([(-rests[position], position) for position in range(count)])
+            for given in range(leftover):
+                floors[order[given % count][1]] += 1
     return [quantum * share for share in floors]
+
+
+_PICK_LIMIT: Final = 8
+"""Up to this many weights the leftover quanta are placed by repeated selection instead of a sort."""
 
 
 def quantum_of(value: Decimal, finest: Decimal = Decimal("0.0001")) -> Decimal:
