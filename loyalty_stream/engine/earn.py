@@ -27,7 +27,7 @@ from loyalty_stream.engine.line_items import ONE, Unit
 from loyalty_stream.engine.rounding import quantum, round_down_to
 from loyalty_stream.engine.state import ZERO, Bill, BillItem, Lot
 from loyalty_stream.events import activities as act
-from loyalty_stream.events.activities import TransactionAdd
+from loyalty_stream.events.activities import TransactionAdd, TransactionPayload
 from loyalty_stream.program.earn import EarnCondition
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.rules import AllocateAction, LineItemOptions, Rule
@@ -102,6 +102,23 @@ def handle_engagement(fx: Effects, activity: act.Engagement) -> None:
     rules.run_rule_sets(fx, "Engagement", activity, EARN_HANDLERS)
 
 
+class _LastBill:
+    """The last bill's activity (held, so its identity stays its own) and the payload fields every allocate
+    action of it reads: the activity is frozen, and its actions run one after another, so an identity test
+    replaces a generic attribute read of a pydantic model per field and action."""
+
+    __slots__ = ("activity", "amount", "bill_number", "payload")
+
+    def __init__(self) -> None:
+        self.activity: TransactionAdd | None = None
+        self.payload: TransactionPayload | None = None
+        self.bill_number: str | None = None
+        self.amount = ZERO
+
+
+_LAST_BILL: Final = _LastBill()
+
+
 def _allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: Any, index: int) -> None:
     scope = fx.scope if isinstance(fx.scope, SetScope) else None
     allocate_action(fx, action, rule, activity, index, scope)
@@ -147,14 +164,33 @@ class ActionPlan:
 _PLANS_KEY: Final = "earn_action_plans"
 
 
+class _LastPlans:
+    """The last program's plan table and the program (held, so its identity stays its own): the actions of
+    an activity, and the activities of a batch, mostly share one program (immutable, its table is built once),
+    and an identity test costs far less than reading `program.compiled` (a pydantic model's attribute) and
+    looking the table up in it."""
+
+    __slots__ = ("plans", "program")
+
+    def __init__(self) -> None:
+        self.program: Program | None = None
+        self.plans: dict[int, ActionPlan] = {}
+
+
+_LAST_PLANS: Final = _LastPlans()
+
+
 def action_plan(program: Program, action: AllocateAction, rule: Rule, index: int) -> ActionPlan:
     """The plan of one of the program's allocate actions, from a table built once per program (by action
     identity, checked: a copied program shares its actions). An action outside the program's rule sets (built
     by hand, `allocate`) gets a plan built on the spot, not kept."""
-    table: tuple[Program, dict[int, ActionPlan]] | None = program.compiled.get(_PLANS_KEY)
-    if table is None or table[0] is not program:
-        table = program.compiled[_PLANS_KEY] = (program, _plans(program))
-    plan = table[1].get(id(action))
+    last = _LAST_PLANS
+    if last.program is not program:
+        table: tuple[Program, dict[int, ActionPlan]] | None = program.compiled.get(_PLANS_KEY)
+        if table is None or table[0] is not program:
+            table = program.compiled[_PLANS_KEY] = (program, _plans(program))
+        last.program, last.plans = program, table[1]
+    plan = last.plans.get(id(action))
     if plan is not None and plan.action is action and plan.rule is rule and plan.index == index:
         return plan
     return _build_plan(program, action, rule, index)
@@ -253,10 +289,24 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
         owner = f"{scope.compiled.where}.rules[{rule.name}]" if scope is not None else f"rule {rule.name}"
         return f"{owner}.actions[{index}] {plan.code}"
 
-    payload = activity.payload if isinstance(activity, TransactionAdd) else None
+    payload: TransactionPayload | None = None
+    bill_number: str | None = None
     options = plan.options
-    rows = line_items.item_rows_of(fx, payload) if payload is not None and options is not None else None
-    units = line_items.units_for(options, plan.filtered, payload, rows)
+    if isinstance(activity, TransactionAdd):
+        last = _LAST_BILL
+        bill = last.payload
+        if last.activity is not activity or bill is None:
+            bill = last.payload = activity.payload
+            last.bill_number = bill.bill_number
+            last.amount = bill.amount
+            last.activity = activity
+        payload, bill_number = bill, last.bill_number
+        if options is None:  # (what `units_for` gives: the whole bill)
+            units = [Unit(None, last.amount)]
+        else:
+            units = line_items.units_for(options, plan.filtered, bill, line_items.item_rows_of(fx, bill))
+    else:
+        units = line_items.units_for(options, plan.filtered, None)
     if not units:
         return []
     tender_modes = plan.tender_modes
@@ -304,7 +354,6 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     delay = plan.delay_days
     promised = delay is not None
     available_at = None if delay is None else lifecycle.available_after_activity(fx, delay)
-    bill_number = payload.bill_number if payload is not None else None
     # The lot key: the scope's prefix, (rule, position, condition), the item (None as "": `derive_id` text).
     head = scope.key_head + plan.key_head if scope is not None else plan.key_head
     # Every lot of one action shares the condition and the event time, hence one expiry for all of them.

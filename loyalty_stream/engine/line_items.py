@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from math import lcm
 from typing import Final
 
 from loyalty_stream.engine.effects import Effects
@@ -106,10 +105,14 @@ def _scaled_ints(weights: Sequence[Decimal]) -> list[int]:
     for weight in weights:
         if weight > ZERO:
             num, den = weight.as_integer_ratio()
-            # `lcm(*dens)` built up pairwise, called only when `den` adds a factor (equal or dividing
-            # denominators are common): the same least common multiple without a list and a star call.
+            # `lcm(*dens)` built up pairwise, with Euclid's gcd in native ints and only when `den` adds a
+            # factor (equal or dividing denominators are common): the same least common multiple without a
+            # list, a star call or a call of `math.lcm` per weight.
             if common % den:
-                common = lcm(common, den)
+                a, b = common, den
+                while b:
+                    a, b = b, a % b
+                common = common // a * den
         else:
             num, den = 0, 1
         nums.append(num)
@@ -117,7 +120,7 @@ def _scaled_ints(weights: Sequence[Decimal]) -> list[int]:
     for position in range(len(nums)):
         den = dens[position]
         if den != common:
-            nums[position] *= common // den
+            nums[position] = nums[position] * (common // den)
     return nums
 
 

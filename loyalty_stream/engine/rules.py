@@ -103,7 +103,10 @@ def run_rule_sets(fx: Effects, activity_name: str, activity: Any,
     runs = fx.known.set_runs(activity_name)
     if not runs:
         return []
-    env = environment(fx, activity, activity_name)
+    # The environment is built on the first condition (sets of unconditional rules need none), from what
+    # `environment` reads now, before any action runs.
+    env: Env | None = None
+    state, program, at = fx.state, fx.program, fx.at
     prefix = key_prefix or (activity_name,)
     actions = _NO_HANDLERS if handlers is None else handlers
     fired = []
@@ -112,7 +115,11 @@ def run_rule_sets(fx: Effects, activity_name: str, activity: Any,
         for run in runs:
             for rule_run in run.rules:
                 holds = rule_run.holds
-                if holds is None or holds(env):
+                if holds is None:
+                    break
+                if env is None:
+                    env = Env(state, activity, program, at, activity_name)
+                if holds(env):
                     break
             else:
                 continue
