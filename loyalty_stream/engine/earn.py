@@ -159,6 +159,8 @@ class ActionPlan:
     expiry: str | None
     key_head: tuple[str, str, str]
     """(rule name, index as text, condition code): the lot key after the scope's prefix, before the item."""
+    key_bill: tuple[str, str, str, str]
+    """`key_head` and the whole bill's item ("", as `derive_id` writes None): a whole-bill lot's key tail."""
 
 
 _PLANS_KEY: Final = "earn_action_plans"
@@ -218,7 +220,7 @@ def _build_plan(program: Program, action: AllocateAction, rule: Rule, index: int
         proportional=options is None or options.use_proportions,
         max_points=None if options is None else options.max_points,
         tender_modes=action.tender_modes, delay_days=condition.delay_days, expiry=condition.expiry,
-        key_head=(rule.name, str(index), condition.code),
+        key_head=(rule.name, str(index), condition.code), key_bill=(rule.name, str(index), condition.code, ""),
     )
 
 
@@ -354,8 +356,6 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     delay = plan.delay_days
     promised = delay is not None
     available_at = None if delay is None else lifecycle.available_after_activity(fx, delay)
-    # The lot key: the scope's prefix, (rule, position, condition), the item (None as "": `derive_id` text).
-    head = scope.key_head + plan.key_head if scope is not None else plan.key_head
     # Every lot of one action shares the condition and the event time, hence one expiry for all of them.
     expires_at, expiry_code, rolling = expiry.assign_expiry(fx, plan.expiry)
     lots = []
@@ -365,10 +365,18 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
     count = len(units)
     if len(desired_shares) != count or len(awarded_shares) != count:
         raise ValueError("a share per unit expected")  # pragma: no cover  (what strict zip checked)
+    # The lot key: the scope's prefix, (rule, position, condition), the item (None as "": `derive_id` text);
+    # the whole bill's key in one concatenation (`key_bill`), an item's from the head and the item.
+    bill_key: tuple[object, ...] | None = None
+    head: tuple[object, ...] = plan.key_head
+    if count == 1 and units[0].item_id is None:
+        bill_key = scope.key_head + plan.key_bill if scope is not None else plan.key_bill
+    elif scope is not None:
+        head = scope.key_head + head
     uncut = awarded_shares is desired_shares  # each share is what was wanted: no `desired_amount` to compare
     for position in range(count):
         got = awarded_shares[position]
-        if got <= ZERO:
+        if count > 1 and got <= ZERO:  # (one unit: its share is `awarded`, positive, checked above)
             continue
         cut_from = None
         if not uncut:
@@ -378,7 +386,8 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
         item_id = units[position].item_id
         lots.append(fx.credit(
             points=got,
-            key=head + (item_id or "",),  # noqa: RUF005  (one tuple op: a splat builds a list under mypyc)
+            # (one tuple op: a splat builds a list under mypyc)
+            key=bill_key if bill_key is not None else head + (item_id or "",),  # noqa: RUF005
             promised=promised,
             available_at=available_at,
             expires_at=expires_at,
