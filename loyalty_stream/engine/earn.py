@@ -37,19 +37,24 @@ def handle_transaction(fx: Effects, activity: act.TransactionAdd) -> None:
     """A bill is credited once: the same bill number again under a new event id (a POS retry, a re-export)
     is rejected, as it would credit twice and take the bill the returns are tied to away from its lots."""
     payload = activity.payload
+    bill_number, amount = payload.bill_number, payload.amount  # (each a generic attribute read: once)
     state = fx.state
-    known = state.bills.get(payload.bill_number)
+    known = state.bills.get(bill_number)
     if known is not None:
-        fx.outcome.rejected = (f"payload.bill_number: bill {payload.bill_number!r} was already credited by event "
+        fx.outcome.rejected = (f"payload.bill_number: bill {bill_number!r} was already credited by event "
                                f"{known.event_id!r}; a bill is credited once")
         return
     rows = line_items.item_rows_of(fx, payload)  # (the actions earning on line items read them again)
-    state.bills[payload.bill_number] = Bill(
-        bill_number=payload.bill_number, event_id=fx.event_id, event_time=fx.time,
-        amount=payload.amount,
+    state.bills[bill_number] = Bill(
+        bill_number=bill_number, event_id=fx.event_id, event_time=fx.time,
+        amount=amount,
         items={row[0]: BillItem(row[0], row[3], row[1], row[2].quantity) for row in rows},
     )
-    state.lifetime_purchases += payload.amount
+    state.lifetime_purchases += amount
+    # The bill's allocate actions read these from here (`_LastBill`) instead of the payload again.
+    last = _LAST_BILL
+    last.payload, last.bill_number, last.amount = payload, bill_number, amount
+    last.activity = activity
     state.purchase_count += 1
     rules.run_rule_sets(fx, "TransactionAdd", activity, EARN_HANDLERS)
 

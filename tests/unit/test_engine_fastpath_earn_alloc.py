@@ -18,6 +18,7 @@ from loyalty_stream.engine.earn import allocate_action
 from loyalty_stream.engine.effects import Effects
 from loyalty_stream.engine.line_items import _scaled_ints, distribute
 from loyalty_stream.engine.state import ZERO, new_state
+from loyalty_stream.events.activities import TransactionAdd
 from loyalty_stream.program.expressions import Env
 from loyalty_stream.program.model import Program
 from loyalty_stream.program.rules import AllocateAction, Rule
@@ -157,3 +158,15 @@ def test_environment_is_built_once_from_the_customer_before_the_actions(monkeypa
 
 def test_units_of_a_whole_bill_and_of_no_bill() -> None:
     assert [(u.item_id, u.amount) for u in line_items.units_for(None, False, None)] == [(None, ZERO)]
+
+
+def test_handle_transaction_hands_its_bill_to_the_actions() -> None:
+    """`handle_transaction` primes the last bill: each purchase's lots carry its own bill and amount."""
+    program = _program(10)
+    for event_id, bill, amount, points in [("e1", "b1", "100", D(10)), ("e2", "b2", "30", D(3))]:
+        purchase = activity("TransactionAdd", event_id, "2024-05-01T10:00:00+02:00", bill_number=bill,
+                            amount=amount)
+        assert isinstance(purchase, TransactionAdd)
+        fx = Effects(new_state("c1", "default"), purchase, program, None)
+        earn.handle_transaction(fx, purchase)
+        assert [(e.amount, e.bill_number) for e in fx.outcome.ledger] == [(points, bill)]
