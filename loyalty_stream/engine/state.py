@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 import orjson
 
@@ -352,6 +352,9 @@ def _copy_redemption(redemption: Redemption) -> Redemption:
 # Identical date-time strings within one state (lots of one purchase, expiry midnights) are parsed once.
 
 V = TypeVar("V")
+T = TypeVar("T")
+_ABSENT: Final = object()
+"""`StoredRows.get`'s marker of a key not held (a held value may be anything)."""
 
 
 class StoredRows(MutableMapping[str, V]):
@@ -384,6 +387,23 @@ class StoredRows(MutableMapping[str, V]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._items
+
+    @overload
+    def get(self, key: str, /) -> V | None: ...
+    @overload
+    def get(self, key: str, default: V, /) -> V: ...
+    @overload
+    def get(self, key: str, default: T, /) -> V | T: ...
+
+    def get(self, key: str, default: object = None) -> object:
+        """`Mapping.get`, compiled: the inherited one runs interpreted and reaches a key not held (every new
+        bill's number, every new redemption's id) through `__getitem__`'s KeyError and its traceback."""
+        value = self._items.get(key, _ABSENT)
+        if value is _ABSENT:
+            return default
+        if type(value) is list:  # a stored row: decode it once (as `__getitem__`)
+            value = self._items[key] = self._decode(key, value)
+        return value
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
@@ -491,13 +511,23 @@ def _repromised(lot: Lot, memo: LotMemo) -> bytes | None:
     fields with it, and the row is a new one: the old one may be held, see `state_to_dict`). None if the memo
     has no JSON or its row is not this codec's (the caller knows the rest unchanged). The flag's offset follows
     from the lengths of what comes before it: `,[`, the id's JSON, `,"points","remaining",` (Decimal texts:
-    nothing escaped; a decoded row's texts are not known to be, hence written here only)."""
+    nothing escaped; a decoded row's texts are not known to be, hence written here only).
+
+    The id's JSON is read off the kept text instead of serialised again: for an id without a quote, its JSON
+    holds no quote byte but the two around it (escapes and UTF-8 only lengthen it, and add no 0x22), so a
+    quote just after `len(id)` bytes of it is the closing one exactly when the JSON is the id in quotes."""
     kept = memo.text
     if kept is None or not memo.own:
         return None
     promised = lot.promised
     was = memo.row
-    at = len(_DUMPS(lot.lot_id)) + len(was[1]) + len(was[2]) + 9
+    lot_id = lot.lot_id
+    size = len(lot_id)
+    at = len(was[1]) + len(was[2]) + 9
+    if '"' not in lot_id and kept[size + 3] == 34:  # `,["` + the id's characters + `"`
+        at += size + 2
+    else:
+        at += len(_DUMPS(lot_id))
     text = kept[:at] + (b"true" if promised else b"false") + kept[at + (5 if promised else 4):]
     row = list(was)
     row[3] = promised
