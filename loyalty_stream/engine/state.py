@@ -447,6 +447,8 @@ _ORJSON_ZONES: Final[IdentityMemo[bool]] = IdentityMemo()
 """Per fixed-offset zone: whether orjson writes its date-times as `isoformat`."""
 _DUMPS: Final = orjson.dumps
 _FRAGMENT: Final = orjson.Fragment
+_TIMEZONE: Final = timezone
+"""(Statics: an imported or module-level name is a dict lookup per use, a `Final` one a C static.)"""
 
 
 def iso_text(at: datetime) -> str:
@@ -458,7 +460,7 @@ def iso_text(at: datetime) -> str:
     if text is not None:
         return text
     zone = at.tzinfo
-    if zone is not None and type(zone) is timezone and _orjson_zone(zone):
+    if zone is not None and type(zone) is _TIMEZONE and _orjson_zone(zone):
         text = _DUMPS(at)[1:-1].decode()
     else:
         text = at.isoformat()
@@ -949,6 +951,12 @@ def state_from_dict(data: dict[str, Any]) -> CustomerState:
     )
 
 
+_REDEMPTION_TO: Final = _redemption_to
+_REDEMPTION_FROM: Final = _redemption_from
+_BILL_TO: Final = _bill_to
+_BILL_FROM: Final = _bill_from
+
+
 def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     """`orjson.dumps(state_to_dict(state))`: unchanged lots are written as the rows they were stored as, and
     bills and redemptions never decoded as those rows. A settled encode writes the lots from each lot's JSON
@@ -978,10 +986,10 @@ def state_to_json(state: CustomerState, *, settle: bool = False) -> bytes:
     parts.append(_middle_json(state, texts))
     parts.append(b',"redemptions":{')
     first = len(parts)
-    redemptions = _settled_rows(state.redemptions, _redemption_to, _redemption_from, parts)
+    redemptions = _settled_rows(state.redemptions, _REDEMPTION_TO, _REDEMPTION_FROM, parts)
     _closed(parts, first, b'},"bills":{')
     first = len(parts)
-    bills = _settled_rows(state.bills, _bill_to, _bill_from, parts)
+    bills = _settled_rows(state.bills, _BILL_TO, _BILL_FROM, parts)
     _closed(parts, first, b"},")
     parts.append(dumps(_tail(state))[1:])
     state.bills = bills
