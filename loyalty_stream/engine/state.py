@@ -833,12 +833,14 @@ class StateTexts:
     Decimals can have other texts), so copies of a state may share this memo."""
 
     __slots__ = ("counters", "customer_id", "debt", "debt_text", "earned", "earned_text", "expired",
-                 "expired_text", "head", "head_rest", "membership_end", "program_id", "purchases",
+                 "expired_text", "head", "head_mid", "head_rest", "membership_end", "program_id", "purchases",
                  "purchases_text", "redeemed", "redeemed_text", "registered_at", "returned", "returned_text", "tier")
 
     def __init__(self) -> None:
-        # `head` is None until a head was kept; then it and `head_rest` are the JSON around the seq's digits.
+        # `head` is None until a head was kept; then it and `head_rest` are the JSON around the seq's digits,
+        # `head_mid` the start of `head_rest` up to the free-form fields.
         self.head: bytes | None = None
+        self.head_mid = b""
         self.head_rest = b""
         self.customer_id = ""
         self.program_id = ""
@@ -854,29 +856,32 @@ class StateTexts:
 
 def _head_parts(state: CustomerState, texts: StateTexts, parts: list[bytes]) -> None:
     """Append what `dumps(_head(state))[:-1]` writes, then `,"lots":[`: the JSON before and after `seq` as kept
-    while the fields around it are the same objects (and the free-form fields empty: their dicts change in
-    place), the seq's digits (an int: what orjson writes)."""
+    while the fields around it are the same objects, the seq's digits (an int: what orjson writes). The
+    free-form fields (their dicts change in place) are written afresh unless empty."""
     customer_id, program_id, tier = state.customer_id, state.program_id, state.tier
     registered_at, membership_end = state.registered_at, state.membership_end
-    if state.custom_fields or state.extended_fields:
-        parts.append(_DUMPS(_head(state))[:-1])
-        parts.append(b',"lots":[')
-        return
     head = texts.head
     if (head is None or texts.customer_id is not customer_id or texts.program_id is not program_id
             or texts.tier is not tier or texts.registered_at is not registered_at
             or texts.membership_end is not membership_end):
         head = texts.head = _DUMPS({"v": 1, "customer_id": customer_id, "program_id": program_id})[:-1] + b',"seq":'
-        texts.head_rest = b"," + _DUMPS({
+        texts.head_mid = b"," + _DUMPS({
             "tier": tier, "registered_at": _t(registered_at),
             "membership_end": None if membership_end is None else membership_end.isoformat(),
-            "custom_fields": {}, "extended_fields": {},
-        })[1:-1] + b',"lots":['
+        })[1:-1]
+        texts.head_rest = texts.head_mid + b',"custom_fields":{},"extended_fields":{},"lots":['
         texts.customer_id, texts.program_id, texts.tier = customer_id, program_id, tier
         texts.registered_at, texts.membership_end = registered_at, membership_end
     parts.append(head)
     parts.append(str(state.seq).encode())
-    parts.append(texts.head_rest)
+    custom, extended = state.custom_fields, state.extended_fields
+    if custom or extended:
+        parts.append(texts.head_mid)
+        parts.append(b',"custom_fields":' + _DUMPS({k: _jsonable(v) for k, v in custom.items()})
+                     + b',"extended_fields":' + _DUMPS({k: _jsonable(v) for k, v in extended.items()})
+                     + b',"lots":[')
+    else:
+        parts.append(texts.head_rest)
 
 
 def _middle_json(state: CustomerState, texts: StateTexts) -> bytes:

@@ -1,11 +1,13 @@
 """A settled encode's fast paths write what a fresh encode writes: a `promised` flip patches the kept JSON at the
 offset read off it (the id's JSON is the id in quotes unless the id needs escaping, or holds a quote whose
 escape could sit where the closing quote would); `StoredRows.get` (compiled, not `Mapping.get`) answers as a
-mapping's `get`, decoding a stored row once."""
+mapping's `get`, decoding a stored row once; the head's kept texts (those of the fields around `seq`)
+surround free-form fields written afresh."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -96,3 +98,28 @@ def test_a_bill_read_through_get_encodes_as_a_decoded_one() -> None:
     assert isinstance(bill, Bill) and bill.amount == D("12.50")
     bill.returned_amount = D("2")
     assert state_to_json(stored, settle=True) == plain(stored)
+
+
+def test_a_head_with_free_form_fields_writes_them_afresh_around_the_kept_texts() -> None:
+    state = a_state("lot")
+    state.registered_at, state.tier = AT, "gold"
+    steps: list[Callable[[], object]] = [
+        lambda: state.custom_fields.update(city="Pune", score=D("1.50")),  # changed in place
+        lambda: state.extended_fields.update({'q"k': ["x", 1], "é": None}),
+        lambda: state.custom_fields.update(score=D("2")),
+        lambda: state.custom_fields.clear(),
+        lambda: setattr(state, "registered_at", AT.astimezone(UTC)),
+        lambda: state.extended_fields.clear(),
+        lambda: state.custom_fields.update(n=3),
+        lambda: setattr(state, "tier", None),
+    ]
+    assert state_to_json(state, settle=True) == plain(state)
+    for step in steps:
+        step()
+        state.seq += 1
+        encoded = state_to_json(state, settle=True)
+        assert encoded == plain(state)
+        head = orjson.loads(encoded)
+        assert head["custom_fields"] == {k: {"$d": str(v)} if isinstance(v, Decimal) else v
+                                         for k, v in state.custom_fields.items()}
+        assert head["extended_fields"] == state.extended_fields and head["seq"] == state.seq
