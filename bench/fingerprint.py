@@ -22,13 +22,16 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bench import workload
+from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.replay.runner import Record, replay
-from loyalty_stream.stream.engine_process import run_batch
+from loyalty_stream.stream.due_recorder import Due
+from loyalty_stream.stream.engine_process import Record as Row
+from loyalty_stream.stream.engine_process import Result, run_batch
 from loyalty_stream.stream.processor import ActivityProcessor
 
 CLOCK = datetime(2026, 1, 1, tzinfo=UTC)
@@ -48,27 +51,33 @@ def _states_digest(states: dict[bytes, bytes | None]) -> str:
     return digest(item for key in sorted(states) for item in (key, states[key]))
 
 
-def _batch_records(records: list[Record]) -> list[tuple[str, int, int, bytes | None, bytes | None, str]]:
+def _batch_records(records: list[Record]) -> list[Row]:
     return [(r.topic, r.partition, r.offset, r.key, r.value, r.topic) for r in records]
 
 
+def _batches(processor: ActivityProcessor, rows: list[Row], store: dict[bytes, bytes | None],
+             registry: ProgramRegistry) -> Iterator[tuple[list[Result], dict[str, Due]]]:
+    """`run_batch` over the rows, `BATCH` at a time, with `store` as the state store (its states kept)."""
+    for start in range(0, len(rows), BATCH):
+        results, dues = run_batch(processor, rows[start:start + BATCH], lambda keys: [store.get(k) for k in keys],
+                                  registry)
+        for _, key, state, _ in results:
+            if key is not None and state is not None:
+                store[key] = state
+        yield results, dues
+
+
 def run_batches(records: list[Record], cache: int) -> tuple[int, str, str, str]:
-    """`run_batch` over the records, `BATCH` at a time, with a dict as the store."""
+    """`run_batch` over the records (state cache `cache`): outputs, hashes of results, stored states, dues."""
     registry = workload.load_registry()
     processor = ActivityProcessor(registry, lambda: CLOCK, state_cache=cache)
     store: dict[bytes, bytes | None] = {}
     outputs = 0
     results: list[Any] = []
     dues: list[Any] = []
-    rows = _batch_records(records)
-    for start in range(0, len(rows), BATCH):
-        batch_results, batch_dues = run_batch(processor, rows[start:start + BATCH],
-                                              lambda keys: [store.get(key) for key in keys], registry)
-        for customer, key, state, outs in batch_results:
-            if key is not None and state is not None:
-                store[key] = state
-            outputs += len(outs)
-            results.append((customer, key, state, outs))
+    for batch_results, batch_dues in _batches(processor, _batch_records(records), store, registry):
+        outputs += sum(len(outs) for _, _, _, outs in batch_results)
+        results.extend(batch_results)
         dues.append(sorted(batch_dues.items()))
     return outputs, digest(results), _states_digest(store), digest(dues)
 
@@ -95,20 +104,14 @@ def profile(count: int, skip: bool) -> None:
     processor = ActivityProcessor(registry, lambda: CLOCK, state_cache=16384)
     store: dict[bytes, bytes | None] = {}
 
-    def drive(rows: list[tuple[str, int, int, bytes | None, bytes | None, str]]) -> None:
-        for start in range(0, len(rows), BATCH):
-            results, _ = run_batch(processor, rows[start:start + BATCH],
-                                   lambda keys: [store.get(key) for key in keys], registry)
-            for _, key, state, _ in results:
-                if key is not None and state is not None:
-                    store[key] = state
-
     gc.collect()
     gc.freeze()
     gc.disable()
-    drive(records[:count])
+    for _ in _batches(processor, records[:count], store, registry):
+        pass
     if not skip:
-        drive(records[count:])
+        for _ in _batches(processor, records[count:], store, registry):
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
