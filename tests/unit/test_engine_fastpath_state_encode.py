@@ -20,12 +20,12 @@ from loyalty_stream.engine.state import (
     CustomerState,
     Lot,
     StoredRows,
-    copy_state,
     new_state,
     state_from_dict,
-    state_to_dict,
     state_to_json,
 )
+
+from .test_engine_fastpath_state_memo import plain
 
 D = Decimal
 AT = datetime(2024, 3, 1, 10, 30, tzinfo=timezone(timedelta(hours=5, minutes=30)))
@@ -34,15 +34,6 @@ AT = datetime(2024, 3, 1, 10, 30, tzinfo=timezone(timedelta(hours=5, minutes=30)
 # the flag), `"` and `""` likewise at other lengths.
 IDS = ["lot-757c81a37b96d6a539b8", "", "x", 'a"', '"', '""', 'q"uote', "back\\slash", "\\", "é-ü", "😀",
        "\n\t\x00", "a\x1fb", "tab\t"]
-
-
-def plain(state: CustomerState) -> bytes:
-    """The state's bytes formatted afresh: a copy without the memo, encoded by orjson from the stored form."""
-    fresh = copy_state(state)
-    fresh.coded = None
-    fresh.lots = [Lot(lot.lot_id, lot.points, lot.remaining, lot.promised, lot.earned_at, lot.available_at,
-                      lot.expires_at, lot.source_event_id) for lot in state.lots]
-    return orjson.dumps(state_to_dict(fresh))
 
 
 def a_state(lot_id: str) -> CustomerState:

@@ -24,24 +24,17 @@ from loyalty_stream.engine.state import (
     new_state,
     parse_stored_time,
     state_from_dict,
-    state_to_dict,
     state_to_json,
 )
 
 from .test_codec_lifecycle_fastpath import IST
+from .test_engine_fastpath_state_memo import plain
 
 D = Decimal
 AT = datetime(2024, 3, 1, 10, 30, tzinfo=IST)
 KEYS = ["cap:a", 'q"uote', "back\\slash", "é-ü", "😀", "\n\t\x00", "", "cap:a:2024-03"]
 DECIMALS = ["0", "0.00", "1.5", "1.50", "-3", "1E+2", "12345678901234567890.12", "-0"]
 DECIMAL_FIELDS = ["debt", "lifetime_earned", "lifetime_purchases", "redeemed", "expired", "returned"]
-
-
-def plain(state: CustomerState) -> bytes:
-    """The state's bytes formatted afresh: a copy without the memo, encoded by orjson from the stored form."""
-    fresh = copy_state(state)
-    fresh.coded = None
-    return orjson.dumps(state_to_dict(fresh))
 
 
 def check(state: CustomerState) -> bytes:
