@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     broker_session_timeout: float = Field(default=60.0, gt=0)
     broker_heartbeat_interval: float = Field(default=3.0, gt=0)
     broker_commit_interval: float = Field(default=2.8, gt=0)
+    producer_compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = Field(
+        default="zstd",
+        description="Compression of the worker's record batches (outputs, changelog). A record's ledger "
+        "entries and customer state are about 11 KB of JSON that zstd shrinks about 10x for about 15 us of "
+        "CPU: the broker stores and copies a tenth, and the worker's sends to it cost a tenth. Every Kafka "
+        "client since 2.1 reads zstd; 'none' writes plain batches.",
+    )
     fetch_max_wait_ms: int = Field(
         default=500, ge=0,
         description="How long the broker may hold a fetch that has no data yet. Kafka answers as soon as data "

@@ -60,6 +60,14 @@ Restart restores state
     also commits). A new app id starts empty and, with ``consumer_auto_offset_reset="earliest"``, reads
     every input topic from the beginning.
 
+Compression
+    The worker's producer writes zstd batches (``Settings.producer_compression``). A record's outputs and
+    customer state are about 11 KB of JSON (6.5 ledger entries of about 700 bytes, a 6.7 KB state on
+    average) that zstd level 3 shrinks 8-12x at 500-900 MB/s. Tansu stores a batch as it arrives, so its CPU
+    per record fell with the bytes: with 2 engine processes, broker 0.30 -> 0.13 of a core, worker +0.09
+    (compressing, less sending), throughput +15-20 %. Consumers (Faust's table recovery included) need the
+    codec: ``cramjam``, a dependency.
+
 Tansu specifics
     * Idempotent producers and transactions are unsupported (InitProducerId answers UNKNOWN), hence
       ``processing_guarantee="at_least_once"`` (Faust's exactly-once also has duplicate bugs). Idempotence
@@ -150,6 +158,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "broker_max_poll_records": MAX_POLL_RECORDS,
         "producer_linger": 0.0,
         "producer_max_batch_size": PRODUCER_MAX_BATCH_SIZE,
+        "producer_compression_type": None if settings.producer_compression == "none" else settings.producer_compression,
         # A fresh deployment (or test app id) reads every activity from the beginning.
         "consumer_auto_offset_reset": "earliest",
         # Do not wait for in-flight events on rebalance/stop: processing is idempotent, and it keeps
