@@ -70,10 +70,11 @@ _HEADER = struct.Struct("!Q")
 _BUFFER = 8 * 2**20  # the kernel caps it (net.core.wmem_max)
 
 
-def _framed(message: Any) -> bytes:
-    """A message as it crosses the socket: its pickle's length, then the pickle."""
+def _frame(message: Any) -> tuple[bytes, bytes]:
+    """A message as it crosses the socket: its pickle's length, then the pickle. Written as two buffers: a
+    batch's results are megabytes, and joining them to the header cost a copy (3 % of an engine process)."""
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(payload)) + payload
+    return _HEADER.pack(len(payload)), payload
 
 
 class EngineProcesses:
@@ -226,7 +227,9 @@ class _EngineLink:
 
     def send(self, message: Any) -> None:
         assert self.transport is not None
-        self.transport.write(_framed(message))
+        header, payload = _frame(message)
+        self.transport.write(header)
+        self.transport.write(payload)
 
     def receive(self, message: bytearray, load: Load) -> None:
         """One of the engine's messages, in order: a state request is answered at once, results queued."""
@@ -309,7 +312,9 @@ class _Channel:
         return buffer
 
     def send(self, message: Any) -> None:
-        self.sock.sendall(_framed(message))
+        header, payload = _frame(message)
+        self.sock.sendall(header)
+        self.sock.sendall(payload)
 
 
 def serve(sock: socket.socket, state_cache: int, due_notes: bool, gc_interval: float) -> None:

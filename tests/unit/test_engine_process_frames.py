@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from loyalty_stream.stream.engine_process import _EngineLink, _framed, _Frames
+from loyalty_stream.stream.engine_process import _Channel, _EngineLink, _frame, _Frames
 
 
 class _Link(_EngineLink):
@@ -23,6 +23,11 @@ class _Link(_EngineLink):
         self.closing = False
         self.results = asyncio.Queue()
         self.done = 3
+
+
+def _framed(message: Any) -> bytes:
+    """A message's bytes on the socket, both of its buffers."""
+    return b"".join(_frame(message))
 
 
 def _pair() -> tuple[socket.socket, socket.socket]:
@@ -96,6 +101,32 @@ def test_a_megabyte_message_crosses_a_real_socket_whole() -> None:
         return got
 
     assert asyncio.run(run()) == (big, {})
+
+
+def test_both_ends_send_header_and_pickle_as_one_message_each_way() -> None:
+    """The engine's `_Channel.send` and the worker's `_EngineLink.send` write a message as two buffers
+    (header, then the pickle, unjoined); the other end still reads each message whole and in order."""
+    big = [(f"c{i}", b"k", bytes([i % 256]) * 300_000, [("ledger", b"x" * 700)]) for i in range(5)]
+    batch = ("batch", (1, [], [("transaction-add", 0, i, b"k", b"v" * 300, "t") for i in range(500)]))
+
+    async def run() -> tuple[Any, Any, Any]:
+        worker, engine = _pair()
+        channel = _Channel(engine)
+        link, failures, _ = await _connect([], engine, worker)
+        await asyncio.to_thread(channel.send, ("results", (big, {"due": 1})))
+        await asyncio.to_thread(channel.send, ("results", ([], {})))
+        first = await asyncio.wait_for(link.results.get(), 10)
+        second = await asyncio.wait_for(link.results.get(), 10)
+        link.send(batch)
+        received = await asyncio.to_thread(channel.receive)
+        assert not failures
+        link.close()
+        engine.close()
+        return first, second, received
+
+    first, second, received = asyncio.run(run())
+    assert first == (big, {"due": 1}) and second == ([], {})
+    assert received == batch
 
 
 def test_a_state_request_is_answered_at_once_with_the_batches_taken_in() -> None:
