@@ -51,10 +51,7 @@ def handle_transaction(fx: Effects, activity: act.TransactionAdd) -> None:
         items={row[0]: BillItem(row[0], row[3], row[1], row[2].quantity) for row in rows},
     )
     state.lifetime_purchases += amount
-    # The bill's allocate actions read these from here (`_LastBill`) instead of the payload again.
-    last = _LAST_BILL
-    last.payload, last.bill_number, last.amount = payload, bill_number, amount
-    last.activity = activity
+    _LAST_BILL.keep(activity, payload, bill_number, amount)  # what the bill's allocate actions read
     state.purchase_count += 1
     rules.run_rule_sets(fx, "TransactionAdd", activity, EARN_HANDLERS)
 
@@ -119,6 +116,10 @@ class _LastBill:
         self.payload: TransactionPayload | None = None
         self.bill_number: str | None = None
         self.amount = ZERO
+
+    def keep(self, activity: TransactionAdd, payload: TransactionPayload, bill_number: str, amount: Decimal
+             ) -> None:
+        self.activity, self.payload, self.bill_number, self.amount = activity, payload, bill_number, amount
 
 
 _LAST_BILL: Final = _LastBill()
@@ -303,10 +304,8 @@ def allocate_action(fx: Effects, action: AllocateAction, rule: Rule, activity: A
         last = _LAST_BILL
         bill = last.payload
         if last.activity is not activity or bill is None:
-            bill = last.payload = activity.payload
-            last.bill_number = bill.bill_number
-            last.amount = bill.amount
-            last.activity = activity
+            bill = activity.payload
+            last.keep(activity, bill, bill.bill_number, bill.amount)
         payload, bill_number = bill, last.bill_number
         if options is None:  # (what `units_for` gives: the whole bill)
             units = [Unit(None, last.amount)]

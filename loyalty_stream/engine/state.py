@@ -786,6 +786,11 @@ def _state_dict(state: CustomerState, lots: Any, redemptions: Any, bills: Any) -
 
 
 # The stored form's keys in their order: `_head`, "lots", `_middle`, "redemptions", "bills", `_tail`.
+def _free_form(fields: dict[str, Any]) -> dict[str, Any]:
+    """A free-form field dict (`custom_fields`, `extended_fields`) as its JSON holds it."""
+    return {k: _jsonable(v) for k, v in fields.items()}
+
+
 def _head(state: CustomerState) -> dict[str, Any]:
     return {
         "v": 1,
@@ -795,8 +800,8 @@ def _head(state: CustomerState) -> dict[str, Any]:
         "tier": state.tier,
         "registered_at": _t(state.registered_at),
         "membership_end": None if state.membership_end is None else state.membership_end.isoformat(),
-        "custom_fields": {k: _jsonable(v) for k, v in state.custom_fields.items()},
-        "extended_fields": {k: _jsonable(v) for k, v in state.extended_fields.items()},
+        "custom_fields": _free_form(state.custom_fields),
+        "extended_fields": _free_form(state.extended_fields),
     }
 
 
@@ -877,8 +882,8 @@ def _head_parts(state: CustomerState, texts: StateTexts, parts: list[bytes]) -> 
     custom, extended = state.custom_fields, state.extended_fields
     if custom or extended:
         parts.append(texts.head_mid)
-        parts.append(b',"custom_fields":' + _DUMPS({k: _jsonable(v) for k, v in custom.items()})
-                     + b',"extended_fields":' + _DUMPS({k: _jsonable(v) for k, v in extended.items()})
+        parts.append(b',"custom_fields":' + _DUMPS(_free_form(custom))
+                     + b',"extended_fields":' + _DUMPS(_free_form(extended))
                      + b',"lots":[')
     else:
         parts.append(texts.head_rest)
