@@ -51,9 +51,9 @@ class ReplayResult:
     encoded: dict[bytes, bytes] = field(default_factory=dict)
     """The final customer states as stored bytes (a byte-store replay)."""
     seconds: float = 0.0
-    ledger_ends: list[int] | None = None
-    """When set (a shard of a parallel replay), the ledger's length after each record: which entries each
-    record produced, so shards' ledgers merge back into record order."""
+    ledger_counts: list[int] | None = None
+    """When set (a shard of a parallel replay), how many ledger entries each record produced, so shards'
+    ledgers merge back into record order (and a shard may send its ledger off and drop it as it goes)."""
 
     @property
     def rate(self) -> float:
@@ -139,9 +139,11 @@ def _collect(result: ReplayResult, processed: Processed, index: int,
     if processed.dead_letter is not None:
         result.dead_letters += 1
     result.dead_letters += len(processed.given_up)
-    result.ledger.extend(right_sized(value) for topic, value in processed.outputs if topic == LEDGER)
-    if result.ledger_ends is not None:
-        result.ledger_ends.append(len(result.ledger))
+    ledger = result.ledger
+    made = len(ledger)
+    ledger.extend(right_sized(value) for topic, value in processed.outputs if topic == LEDGER)
+    if result.ledger_counts is not None:
+        result.ledger_counts.append(len(ledger) - made)
     result.activities += 1
     if index % GC_EVERY == GC_EVERY - 1:
         gc.collect(1)

@@ -18,6 +18,8 @@ import gc
 import heapq
 import multiprocessing
 import os
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -131,19 +133,47 @@ def _start(ordered: Sequence[Record], owners: list[int], jobs: int, registry: Pr
 
 def _run_shard(records: list[Record], registry: ProgramRegistry, store: Literal["objects", "bytes"],
                state_cache: int, keep_states: bool, done: Any, shard: int, send: Connection) -> None:
-    """A shard process: replay its records, send back what the parent merges."""
+    """A shard process: replay its records, sending its ledger as it grows (the parent takes each piece in
+    while the shards work on, instead of two shards' hundreds of megabytes, one after the other, at the end),
+    then what else the parent merges."""
+    result = ReplayResult(ledger_counts=[])
+    sent = 0
+
+    outbox: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+
+    def post() -> None:
+        # A thread writes to the pipe, so the replay goes on while the parent is busy with the other shards.
+        while (piece := outbox.get()) is not None:
+            send.send(("ledger", piece[0]))
+            send.send_bytes(piece[1])
+
+    poster = threading.Thread(target=post, name="ledger-poster", daemon=True)
+    poster.start()
+
+    def send_ledger() -> None:
+        # Newline-joined, not pickled as thousands of small objects: a JSON text never holds a raw newline.
+        nonlocal sent
+        entries = result.ledger
+        if entries:
+            outbox.put((len(entries), b"\n".join(entries)))
+            sent += len(entries)
+            entries.clear()
+
     def progress(index: int) -> None:
         done[shard] = index
+        send_ledger()
 
     try:
-        result = replay_ordered(records, registry, ReplayResult(ledger_ends=[]), store=store,
-                                state_cache=state_cache, progress=progress)
-        done[shard] = result.activities
+        try:
+            result = replay_ordered(records, registry, result, store=store, state_cache=state_cache,
+                                    progress=progress)
+            done[shard] = result.activities
+            send_ledger()
+        finally:  # the pipe is this thread's again once the poster has sent what it holds
+            outbox.put(None)
+            poster.join()
         states = result.states if keep_states else {}
-        ledger = result.ledger
-        send.send(("ok", result.activities, result.dead_letters, len(ledger), result.ledger_ends, states))
-        # The ledger as one newline-joined buffer, not pickled as hundreds of thousands of small objects.
-        send.send_bytes(b"\n".join(ledger))
+        send.send(("ok", result.activities, result.dead_letters, sent, result.ledger_counts, states))
     except BaseException as exc:  # the parent says which shard failed and why
         send.send(("error", f"{type(exc).__name__}: {exc}"))
         raise
@@ -159,30 +189,38 @@ ShardOutcome = tuple[int, int, list[bytes], list[int], dict[bytes, bytes]]
 
 def _collect_shards(workers: list[tuple[Any, Connection]], done: Any,
                     progress: Callable[[int], None] | None) -> list[ShardOutcome]:
-    """Each shard's outcome, in shard order; reports progress while the shards run."""
+    """Each shard's outcome, in shard order, its ledger taken in piece by piece; reports progress while the
+    shards run."""
     outcomes: dict[int, ShardOutcome] = {}
+    ledgers: list[list[bytes]] = [[] for _ in workers]
     waiting = {receive: shard for shard, (_, receive) in enumerate(workers)}
     while waiting:
         for ready in wait(list(waiting), timeout=PROGRESS_EVERY_S):
             receive = cast(Connection, ready)
-            shard = waiting.pop(receive)
+            shard = waiting[receive]
             try:
                 message: tuple[Any, ...] = receive.recv()
-                if message[0] == "ok":
+                if message[0] == "ledger":
                     joined = receive.recv_bytes()
             except EOFError:
                 process = workers[shard][0]
                 process.join(timeout=5)  # its pipe closes just before it exits
                 raise RuntimeError(f"replay shard {shard} ended without a result "
                                    f"(exit code {process.exitcode})") from None
+            if message[0] == "ledger":
+                entries = joined.split(b"\n")
+                if len(entries) != message[1]:
+                    raise RuntimeError(f"replay shard {shard} sent {len(entries)} ledger entries, "
+                                       f"not {message[1]}")
+                ledgers[shard] += entries
+                continue
+            del waiting[receive]
             if message[0] != "ok":
                 raise RuntimeError(f"replay shard {shard} failed: {message[1]}")
-            _, activities, dead_letters, entries, ends, states = message
-            # A JSON text never holds a raw newline (control characters are escaped): the entries split back.
-            ledger = joined.split(b"\n") if entries else []
-            if len(ledger) != entries:
-                raise RuntimeError(f"replay shard {shard} sent {len(ledger)} ledger entries, not {entries}")
-            outcomes[shard] = (activities, dead_letters, ledger, ends, states)
+            _, activities, dead_letters, made, counts, states = message
+            if len(ledgers[shard]) != made:
+                raise RuntimeError(f"replay shard {shard} sent {len(ledgers[shard])} ledger entries of {made}")
+            outcomes[shard] = (activities, dead_letters, ledgers[shard], counts, states)
         if progress is not None:
             progress(sum(done))
     return [outcomes[shard] for shard in range(len(workers))]
@@ -196,10 +234,10 @@ def _merge(owners: list[int], outcomes: list[ShardOutcome]) -> ReplayResult:
     taken = [0] * len(outcomes)  # ledger entries of each shard merged so far
     position = [0] * len(outcomes)  # records of each shard merged so far
     for owner in owners:
-        _, _, entries, ends, _ = outcomes[owner]
-        end = ends[position[owner]]
-        ledger.extend(entries[taken[owner]:end])
-        taken[owner] = end
+        _, _, entries, counts, _ = outcomes[owner]
+        start = taken[owner]
+        end = taken[owner] = start + counts[position[owner]]
+        ledger.extend(entries[start:end])
         position[owner] += 1
     for activities, dead_letters, _, _, states in outcomes:
         result.activities += activities

@@ -83,6 +83,31 @@ def test_an_engine_error_in_a_shard_is_rebuilt_as_sequentially(monkeypatch: pyte
     assert parallel.states == sequential.states
 
 
+def test_shards_send_their_ledger_in_pieces_while_they_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each shard posts the entries made since its last progress report; the pieces join back in order."""
+    from multiprocessing.connection import Connection
+
+    from loyalty_stream.replay import runner
+
+    monkeypatch.setattr(runner, "PROGRESS_EVERY", 37)
+    pieces: list[int] = []
+    real_recv_bytes = Connection.recv_bytes
+
+    def counting_recv_bytes(self: Connection, maxlength: int | None = None) -> bytes:
+        data = real_recv_bytes(self, maxlength)
+        pieces.append(data.count(b"\n") + 1)
+        return data
+
+    monkeypatch.setattr(Connection, "recv_bytes", counting_recv_bytes)
+    registry = workload.load_registry()
+    records = _records()
+    sequential = replay(records, registry)
+    parallel = replay(records, registry, jobs=2)
+    assert len(pieces) > len(records) // 37  # about one piece per progress report of each shard
+    assert sum(pieces) == len(parallel.ledger)
+    assert parallel.ledger == sequential.ledger
+
+
 def test_customers_stay_whole_and_shards_get_about_as_many_records() -> None:
     records = _records()
     owners = shards.assign_shards(records, 3)
@@ -131,7 +156,7 @@ def test_a_shard_ledger_that_does_not_split_back_fails_the_replay(monkeypatch: p
     def with_a_raw_newline(records: list[Record], *args: Any, **kwargs: Any) -> ReplayResult:
         result: ReplayResult = kwargs.get("result") or args[1]
         result.ledger.append(b'{"a":\n1}')
-        result.ledger_ends = [1] * len(records)
+        result.ledger_counts = [1] + [0] * (len(records) - 1)
         result.activities = len(records)
         return result
 
