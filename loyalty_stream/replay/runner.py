@@ -117,10 +117,11 @@ def replay(
 
 def replay_ordered(ordered: list[Record], registry: ProgramRegistry, result: ReplayResult, *,
                    store: Literal["objects", "bytes"], state_cache: int,
-                   progress: Callable[[int], None] | None) -> ReplayResult:
-    """`replay` of records already in order, in this process, into `result`."""
+                   progress: Callable[[int], None] | None, final_collection: bool = True) -> ReplayResult:
+    """`replay` of records already in order, in this process, into `result`. Without `final_collection`
+    (for a process that exits right after, as a replay shard does) the heap is not collected at the end."""
     started = time.perf_counter()
-    with _batch_gc():
+    with _batch_gc(final_collection):
         if store == "objects":
             _replay_objects(ordered, ActivityProcessor(registry, object_store=True), result, progress)
         else:
@@ -145,7 +146,7 @@ def _collect(result: ReplayResult, processed: Processed, index: int,
     if result.ledger_counts is not None:
         result.ledger_counts.append(len(ledger) - made)
     result.activities += 1
-    if index % GC_EVERY == GC_EVERY - 1:
+    if index and index % GC_EVERY == 0:  # not after the last of exactly N * GC_EVERY: the end has its own
         gc.collect(1)
     if progress is not None and index % PROGRESS_EVERY == 0:
         progress(index)
@@ -189,18 +190,20 @@ PROGRESS_EVERY = 2_000
 
 
 @contextmanager
-def _batch_gc() -> Iterator[None]:
+def _batch_gc(final_collection: bool) -> Iterator[None]:
     """A replay allocates millions of short-lived objects while holding many long-lived ones (the records,
     the cached customer states): CPython's collector would run every few hundred allocations and, as the
     long-lived heap grows, repeatedly walk all of it. The engine's objects are freed by reference counting
     (it makes no reference cycles on its hot path), so automatic collection is paused while the replay runs,
-    with a young-generation collection every `GC_EVERY` records and a full one at the end."""
+    with a young-generation collection every `GC_EVERY` records and a full one at the end (unless the process
+    is about to exit: it walks every object the replay left, 8 % of a 100k-activity replay)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.collect()
+        if final_collection:
+            gc.collect()
         if enabled:
             gc.enable()
 

@@ -136,6 +136,7 @@ def _run_shard(records: list[Record], registry: ProgramRegistry, store: Literal[
     """A shard process: replay its records, sending its ledger as it grows (the parent takes each piece in
     while the shards work on, instead of two shards' hundreds of megabytes, one after the other, at the end),
     then what else the parent merges."""
+    gc.disable()  # for good: the shard leaves with os._exit, so its heap needs no collection, not even at the end
     result = ReplayResult(ledger_counts=[])
     sent = 0
 
@@ -166,7 +167,7 @@ def _run_shard(records: list[Record], registry: ProgramRegistry, store: Literal[
     try:
         try:
             result = replay_ordered(records, registry, result, store=store, state_cache=state_cache,
-                                    progress=progress)
+                                    progress=progress, final_collection=False)
             done[shard] = result.activities
             send_ledger()
         finally:  # the pipe is this thread's again once the poster has sent what it holds

@@ -108,6 +108,32 @@ def test_shards_send_their_ledger_in_pieces_while_they_replay(monkeypatch: pytes
     assert parallel.ledger == sequential.ledger
 
 
+@pytest.mark.parametrize("final_collection", [True, False])
+def test_a_replay_collects_young_objects_every_so_often_and_the_heap_at_the_end_unless_told(
+        monkeypatch: pytest.MonkeyPatch, final_collection: bool) -> None:
+    """Automatic collection is off while a replay runs; a shard, which exits right after, skips the last full
+    collection (and none falls right at the end: the end has its own, or the exit)."""
+    import gc
+
+    from loyalty_stream.replay import runner
+
+    records = runner.order_records(workload.generate(200, 50, seed=3), "processing")
+    monkeypatch.setattr(runner, "GC_EVERY", 50)
+    collections: list[tuple[int, bool]] = []
+    real_collect = gc.collect
+
+    def spy(*generation: int) -> int:
+        collections.append((generation[0] if generation else 2, gc.isenabled()))
+        return real_collect(*generation)
+
+    monkeypatch.setattr(gc, "collect", spy)
+    result = runner.replay_ordered(records, workload.load_registry(), ReplayResult(), store="objects",
+                                   state_cache=16, progress=None, final_collection=final_collection)
+    assert result.activities == 200
+    assert collections == [(1, False)] * 3 + ([(2, False)] if final_collection else [])
+    assert gc.isenabled()
+
+
 def test_customers_stay_whole_and_shards_get_about_as_many_records() -> None:
     records = _records()
     owners = shards.assign_shards(records, 3)
