@@ -730,6 +730,11 @@ def encode_outputs(outcome: Outcome, topics: tuple[str, str, str, str, str, str]
     _encode_all(outcome.coupons, topics[5], into)
 
 
+def encode_ledger(outcome: Outcome, topic: str, into: list[tuple[str, bytes]]) -> None:
+    """`encode_outputs` of the ledger entries alone: an offline replay keeps nothing else."""
+    _encode_all(outcome.ledger, topic, into)
+
+
 def _encode_all(outputs: Sequence[BaseModel], topic: str, into: list[tuple[str, bytes]]) -> None:
     for output in outputs:
         into.append((topic, encode_contract(output)))

@@ -1,7 +1,8 @@
 """Offline replay and re-evaluation: read the activity topics, run the same processor, compare ledgers.
 
-Replays run the exact code path of the worker (`ActivityProcessor`) over an in-memory store, so a replay
-under the same programs reproduces the live ledger byte for byte, and a replay under a changed program shows
+Replays run the exact code path of the worker (`ActivityProcessor`) over an in-memory store (encoding only
+the ledger entries and dead letters: a replay keeps nothing else), so a replay under the same programs
+reproduces the live ledger byte for byte, and a replay under a changed program shows
 precisely which entries would differ (what-if). Order: per customer, the order the live worker applied the
 activities (Kafka record timestamp, then topic and offset), or event time with `order="event_time"`.
 """
@@ -123,9 +124,11 @@ def replay_ordered(ordered: list[Record], registry: ProgramRegistry, result: Rep
     started = time.perf_counter()
     with _batch_gc(final_collection):
         if store == "objects":
-            _replay_objects(ordered, ActivityProcessor(registry, object_store=True), result, progress)
+            _replay_objects(ordered, ActivityProcessor(registry, object_store=True, ledger_only=True), result,
+                            progress)
         else:
-            _replay_bytes(ordered, ActivityProcessor(registry, state_cache=state_cache), result, progress)
+            _replay_bytes(ordered, ActivityProcessor(registry, state_cache=state_cache, ledger_only=True), result,
+                          progress)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -88,3 +88,27 @@ def test_engine_error_is_dead_lettered_and_state_untouched(default_registry: Pro
     letter = outputs_of(processed, "dead-letter")[0]
     assert letter["error_class"] == "engine_error"
     assert processed.state is None
+
+
+def test_a_ledger_only_processor_encodes_the_ledger_and_dead_letters_alone() -> None:
+    """The offline replay's processor: the same ledger entries and dead letters, byte for byte, and the same
+    states; the balance changes, notifications and other outputs a replay does not keep are not encoded."""
+    from bench import workload
+    from loyalty_stream.stream.processor import DEAD_LETTER, LEDGER
+
+    registry = workload.load_registry()
+    full = ActivityProcessor(registry, clock=lambda: FIXED_NOW, state_cache=64)
+    lean = ActivityProcessor(registry, clock=lambda: FIXED_NOW, state_cache=64, ledger_only=True)
+    full_store, lean_store = Store(), Store()
+    items = [(r.topic, r.key, r.value) for r in workload.generate(600, 100, seed=4)]
+    items.append(("transaction-add", b"c-bad", b"garbage"))
+    dropped: set[str] = set()
+    dead_letters = 0
+    for offset, (topic, key, value) in enumerate(items):
+        everything = full_store.run(full, topic, offset, value, key=key)
+        kept = lean_store.run(lean, topic, offset, value, key=key)
+        assert kept.outputs == [(t, v) for t, v in everything.outputs if t in (LEDGER, DEAD_LETTER)]
+        dropped.update(t for t, _ in everything.outputs if t not in (LEDGER, DEAD_LETTER))
+        dead_letters += sum(t == DEAD_LETTER for t, _ in kept.outputs)
+    assert lean_store == full_store and dead_letters >= 1
+    assert {"balance-changes", "notifications", "redemption-results"} <= dropped
