@@ -785,12 +785,12 @@ def _state_dict(state: CustomerState, lots: Any, redemptions: Any, bills: Any) -
     return data
 
 
-# The stored form's keys in their order: `_head`, "lots", `_middle`, "redemptions", "bills", `_tail`.
 def _free_form(fields: dict[str, Any]) -> dict[str, Any]:
     """A free-form field dict (`custom_fields`, `extended_fields`) as its JSON holds it."""
     return {k: _jsonable(v) for k, v in fields.items()}
 
 
+# The stored form's keys in their order: `_head`, "lots", `_middle`, "redemptions", "bills", `_tail`.
 def _head(state: CustomerState) -> dict[str, Any]:
     return {
         "v": 1,
