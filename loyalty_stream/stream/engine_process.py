@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
 import multiprocessing
 import pickle
@@ -70,11 +71,19 @@ _HEADER = struct.Struct("!Q")
 _BUFFER = 8 * 2**20  # the kernel caps it (net.core.wmem_max)
 
 
-def _frame(message: Any) -> tuple[bytes, bytes]:
+def _frame(message: Any) -> tuple[bytes, memoryview]:
     """A message as it crosses the socket: its pickle's length, then the pickle. Written as two buffers: a
-    batch's results are megabytes, and joining them to the header cost a copy (3 % of an engine process)."""
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(payload)), payload
+    batch's results are megabytes, and joining them to the header cost a copy (3 % of an engine process).
+
+    Pickled without a memo (`Pickler.fast`): messages are trees of tuples, lists, bytes and strings, never
+    cyclic, and remembering each of a batch's thousands of objects for a back-reference no message has was
+    40 % of pickling the results (3.5 us a record of an engine process)."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    pickler.fast = True
+    pickler.dump(message)
+    payload = buffer.getbuffer()
+    return _HEADER.pack(payload.nbytes), payload
 
 
 class EngineProcesses:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import pickletools
 import socket
 from typing import Any
 
@@ -127,6 +128,20 @@ def test_both_ends_send_header_and_pickle_as_one_message_each_way() -> None:
     first, second, received = asyncio.run(run())
     assert first == (big, {"due": 1}) and second == ([], {})
     assert received == batch
+
+
+def test_a_message_is_pickled_without_a_memo_and_still_reads_back_equal() -> None:
+    """Results repeat the same topic strings and often the same bytes objects; without a memo each is
+    written again, never as a back-reference, and the message still loads equal (shared objects become equal
+    copies, which is all the worker needs)."""
+    topic, entry = "ledger", b"e" * 700
+    results = [(f"c{i}", b"k%d" % i, b"state", [(topic, entry), (topic, entry)]) for i in range(50)]
+    message = ("results", (results, {"bench|c1": (1711391400, "PointsExpiry")}))
+    header, payload = _frame(message)
+    opcodes = {op.name for op, _, _ in pickletools.genops(bytes(payload))}
+    assert not opcodes & {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"}
+    assert int.from_bytes(header, "big") == len(payload)
+    assert pickle.loads(payload) == message
 
 
 def test_a_state_request_is_answered_at_once_with_the_batches_taken_in() -> None:
