@@ -57,8 +57,7 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
     """The sections that need a broker, each on a fresh embedded one (and Redis) of its own: Tansu keeps every
     topic in memory, and a broker holding the earlier sections' gigabytes spent about 1.8 times the CPU per
     record of a fresh one, which would have charged the later sections (and not the baseline) for the order
-    they run in."""
-    registry = workload.load_registry()
+    they run in. Each end-to-end worker likewise runs in a fresh process (`broker_bench.end_to_end_section`)."""
     if "baseline" not in args.skip:
         print("baseline: raw aiokafka ...", flush=True)
         with broker_bench.Cluster() as cluster:
@@ -66,15 +65,17 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
     runs = [] if "end_to_end" in args.skip else [("end_to_end", 0)]
     if "engine_processes" not in args.skip:
         runs += [(f"end_to_end_engine_processes_{count}", count) for count in args.engine_processes]
-    for name, count in runs:
+    for name, count in runs:  # each worker in a fresh process of its own (`broker_bench.end_to_end_section`)
         print(f"end to end: the worker{f' with {count} engine process(es)' if count else ''} ...", flush=True)
-        with broker_bench.Cluster() as cluster:
-            run = await broker_bench.end_to_end(cluster, records, registry, keep_states=args.verify,
-                                                engine_processes=count)
-            results[name] = run.figures
-            if args.verify:
-                print("end to end: checking the outputs ...", flush=True)
-                results[f"{name}_check"] = await broker_bench.verify(run)
+        with broker_bench.Cluster() as cluster, \
+                ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            section = pool.submit(broker_bench.end_to_end_section, cluster.bootstrap, cluster.redis_url,
+                                  cluster.broker_pid, len(records), results["workload"]["customers"], args.seed,
+                                  count, args.verify)
+            run = await asyncio.wrap_future(section)
+        results[name] = run["figures"]
+        if "check" in run:
+            results[f"{name}_check"] = run["check"]
     if "baseline" in results:
         ratio = {f"{name}_over_baseline": round(results[name]["activities_per_s"]
                                                 / results["baseline"]["activities_per_s"], 3)

@@ -5,6 +5,7 @@ No timing is asserted (rates depend on the machine); `make bench` is where the f
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import orjson
@@ -68,6 +69,10 @@ def test_make_bench_writes_the_table_and_json(tmp_path: Path, capsys: pytest.Cap
     assert results["workload"]["activities"] == 200
     assert results["baseline"]["activities"] == results["end_to_end"]["activities"] == 200
     assert results["end_to_end_check"]["problems"] == 0
+    runs = ("end_to_end", "end_to_end_engine_processes_1", "end_to_end_engine_processes_2")
+    assert all(results[f"{run}_check"]["problems"] == 0 for run in runs)
+    pids = {results[run]["worker_pid"] for run in runs}  # each worker in a fresh process of its own
+    assert len(pids) == 3 and os.getpid() not in pids
     assert results["ratio"]["end_to_end_over_baseline"] > 0
     assert results["engine"]["activities_per_s"] > 0 and results["replay"]["activities_per_s"] > 0
     assert results["replay_parallel"]["same_ledger_as_one_process"] is True
