@@ -316,8 +316,8 @@ def end_to_end_section(bootstrap: str, redis_url: str, broker_pid: int | None, a
     """One `end_to_end` run (and its `verify` with `check`) on a started broker and Redis, over the workload's
     records made afresh from the same arguments: `bench.__main__` runs each in a fresh spawned process, so the
     worker is a process of its own, as `loyalty-stream worker` is. In the bench's own process, after the
-    baseline and the one-process run (its 50k states, then their garbage), the 2-engine run was 8-12 % slower
-    (8,108 and 7,985/s against 8,685 and 9,134/s run alone), and every process of it used more CPU a record."""
+    baseline and the one-process run, the 2-engine run was 8-12 % slower (8,108 and 7,985/s against 8,685 and
+    9,134/s run alone), and every process of it used more CPU a record (the cause was not pinned down)."""
     records = workload.generate(activities, customers, seed=seed)
     cluster = Cluster(bootstrap=bootstrap, redis_url=redis_url, broker_pid=broker_pid)
 
