@@ -53,6 +53,12 @@ def machine() -> dict[str, Any]:
             "engine": ENGINE_FORM, "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
+def fresh_process() -> ProcessPoolExecutor:
+    """One process, spawned (not forked), for a section that must not run in this process (see `run_engine`
+    and `run_broker`): it holds only what the section makes."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
 async def run_broker(args: argparse.Namespace, records: list[Any], results: dict[str, Any]) -> None:
     """The sections that need a broker, each on a fresh embedded one (and Redis) of its own: Tansu keeps every
     topic in memory, and a broker holding the earlier sections' gigabytes spent about 1.8 times the CPU per
@@ -67,8 +73,7 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
         runs += [(f"end_to_end_engine_processes_{count}", count) for count in args.engine_processes]
     for name, count in runs:  # each worker in a fresh process of its own (`broker_bench.end_to_end_section`)
         print(f"end to end: the worker{f' with {count} engine process(es)' if count else ''} ...", flush=True)
-        with broker_bench.Cluster() as cluster, \
-                ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with broker_bench.Cluster() as cluster, fresh_process() as pool:
             section = pool.submit(broker_bench.end_to_end_section, cluster.bootstrap, cluster.redis_url,
                                   cluster.broker_pid, len(records), results["workload"]["customers"], args.seed,
                                   count, args.verify)
@@ -109,8 +114,7 @@ def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, 
     The child generates the same records from the same arguments (the workload is deterministic)."""
     if {"engine", "replay", "memory"} <= args.skip:
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    with fresh_process() as pool:
         figures = pool.submit(engine_bench.sections, len(records), results["workload"]["customers"], args.seed,
                               frozenset(args.skip)).result()
     results.update(figures)
