@@ -6,11 +6,12 @@ acks it. Measured on the embedded broker, a Faust agent that does nothing tops o
 below the worker's target before any engine work. Three changes, all in subclasses of Faust's aiokafka
 driver (and ``faust.App._new_transport``); nothing else in Faust is touched:
 
-``fetch_max_wait_ms``
+``fetch_max_wait_ms`` and ``fetch_min_bytes``
     Faust hard-codes ``fetch_max_wait_ms=1500`` when it builds the aiokafka consumer. Tansu looks at a
     parked fetch only every quarter of its wait, not when data arrives, so that constant alone made
     produce -> processed take up to ~375 ms. :class:`LoyaltyConsumerThread` sets the value from
-    ``LoyaltyApp.fetch_max_wait_ms`` on the consumer before it starts (aiokafka reads it at ``start()``).
+    ``LoyaltyApp.fetch_max_wait_ms`` on the consumer before it starts (aiokafka reads it at ``start()``),
+    and ``LoyaltyApp.fetch_min_bytes`` likewise (Faust passes none: aiokafka's 1).
 
 Batch delivery
     :class:`LoyaltyConsumer` replaces ``_drain_messages``, the loop that turns each fetch into callbacks.
@@ -57,6 +58,7 @@ class LoyaltyApp(faust.App):
     """``faust.App`` whose consumer uses :class:`LoyaltyTransport`; configured by the worker."""
 
     fetch_max_wait_ms: int | None = None
+    fetch_min_bytes: int | None = None
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
     before_stop: Callable[[], Awaitable[None]] | None = None
@@ -81,6 +83,9 @@ class LoyaltyConsumerThread(driver.AIOKafkaConsumerThread):
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
         if wait_ms is not None:
             consumer._fetch_max_wait_ms = int(wait_ms)  # read by AIOKafkaConsumer.start() for its Fetcher
+        min_bytes = getattr(self.app, "fetch_min_bytes", None)
+        if min_bytes is not None:
+            consumer._fetch_min_bytes = int(min_bytes)  # likewise (Faust passes none)
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:

@@ -352,3 +352,19 @@ async def test_the_worker_takes_its_state_cache_size_from_the_settings(loyalty_s
     assert worker.processor.state_cache == 3
     default = LoyaltyWorker(loyalty_settings, ProgramRegistry([PROGRAM]))
     assert default.processor.state_cache == loyalty_settings.state_cache
+
+
+async def test_the_consumer_fetches_with_the_configured_wait_and_min_bytes(loyalty_settings: Settings) -> None:
+    """Faust builds the aiokafka consumer with its own fetch wait and no min bytes; the worker's transport puts
+    the settings' values on the fetcher that sends the fetch requests (`Settings.fetch_min_bytes`). A record
+    smaller than the min bytes is still processed: the wait bounds how long the broker holds the fetch."""
+    settings = loyalty_settings.model_copy(update={"fetch_min_bytes": 1 << 20, "fetch_max_wait_ms": 40})
+    async with running_worker(settings, ProgramRegistry([PROGRAM])) as worker:
+        consumer: Any = worker.app.consumer
+        fetcher = consumer._thread._ensure_consumer()._fetcher
+        assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1 << 20, 40)
+        records, expected, _ = first_purchases(1)
+        await produce_records(settings.kafka_bootstrap, settings.topic("transaction-add"),
+                              [(key.encode(), value) for key, value in records])
+        await wait_for(lambda: worker.completed_count == 1, 30, "the purchase to be processed")
+        assert balances(worker) == expected
