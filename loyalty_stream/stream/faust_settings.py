@@ -32,9 +32,10 @@ Steady-state latency
     worker's own consumer thread more. A plain ``faust.App`` built from this config still waits 1.5 s.
     Tansu holds a parked fetch until it has ``fetch_min_bytes`` too (at its quarter-wait looks), and each
     fetch that returns data costs it a walk over every batch stored in the partition: 8 KB for Tansu
-    (``Settings.fetch_min_bytes``) took it from 0.73-0.78 to 0.55-0.59 of a core at a steady 1,000
-    activities/s, the worker from 0.46-0.50 to 0.36-0.40, and the p99 from 93-179 ms (three runs) to 79-108 ms (four). The price is at light
-    loads: at 250/s, 8 KB takes longer than the wait to arrive, so each hop waits all of it (p99 30 -> 57 ms).
+    (``Settings.fetch_min_bytes``) took it from 0.73-0.78 to 0.53-0.59 of a core at a steady 1,000
+    activities/s, the worker from 0.46-0.50 to 0.36-0.40, and the p99 from 93-179 ms (three runs) to
+    79-108 ms (four). The price is at light loads: at 250/s, 8 KB takes longer than the wait to arrive, so
+    each hop waits all of it (p99 30 -> 57 ms).
 
 End offsets on Tansu
     Tansu answers ListOffsets(latest) with *the base offset of the partition's last record batch + 1*: after
