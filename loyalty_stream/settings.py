@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     fetch_min_bytes: int = Field(
         default=1, ge=1,
         description="Bytes a fetch of the worker's consumer waits for (up to fetch_max_wait_ms) before the broker "
-        "answers. 1 (Kafka's default) answers at once. Under a light steady load a larger value makes the "
+        "answers. 1 (Kafka's default) answers at once. Under a steady load below capacity a larger value makes the "
         "worker take fewer, larger batches: fewer fetches, produce requests and stored batches. On the embedded "
         "broker, whose fetches cost more the more batches a partition holds, 8 KB (the dev stack's and tests' "
         "value) cut the broker's CPU at 1,000 activities/s by a quarter and the p99 latency from 93-179 ms to "

@@ -118,7 +118,7 @@ EMBEDDED_BROKER_OVERRIDES: dict[str, float] = {
     "broker_commit_interval": 0.5,
     # Tansu looks at a parked fetch every quarter of this wait (see above): at most ~5 ms added per hop.
     "fetch_max_wait_ms": 20,
-    # Fewer, larger fetches under a light load: each fetch that returns data costs Tansu a walk over every
+    # Fewer, larger fetches under a steady load: each fetch that returns data costs Tansu a walk over every
     # batch stored in the partition, and each batch the worker takes in becomes produce requests and more
     # stored batches (see ``Settings.fetch_min_bytes``).
     "fetch_min_bytes": 8192,
