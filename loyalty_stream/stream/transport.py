@@ -80,12 +80,10 @@ class LoyaltyApp(faust.App):
 class LoyaltyConsumerThread(driver.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
-        if wait_ms is not None:
-            consumer._fetch_max_wait_ms = int(wait_ms)  # read by AIOKafkaConsumer.start() for its Fetcher
-        min_bytes = getattr(self.app, "fetch_min_bytes", None)
-        if min_bytes is not None:
-            consumer._fetch_min_bytes = int(min_bytes)  # likewise (Faust passes none)
+        for name in ("fetch_max_wait_ms", "fetch_min_bytes"):  # AIOKafkaConsumer.start() gives them its Fetcher
+            value = getattr(self.app, name, None)
+            if value is not None:
+                setattr(consumer, f"_{name}", int(value))
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
