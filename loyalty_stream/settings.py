@@ -146,6 +146,12 @@ class Settings(BaseSettings):
         "that does not fill it in the wait, every fetch waits the whole wait. A backlog fills any fetch at once. "
         "The dev stack and tests use 8 KB: what it did on the embedded broker is in `stream.faust_settings`.",
     )
+    fetch_min_bytes_adaptive: bool = Field(
+        default=True,
+        description="Ask for fetch_min_bytes only while the input brings that many bytes within "
+        "fetch_max_wait_ms, and for 1 byte otherwise (measured every half second; `stream.fetch_pacing`): a "
+        "lighter load would make every fetch wait the whole wait for nothing. Off: always fetch_min_bytes.",
+    )
     data_dir: Path = Field(
         default=Path(tempfile.gettempdir()) / "loyalty-stream",
         description="Parent of Faust's per-app data directory (<data_dir>/<app_id>-data). Outside the work "

@@ -11,7 +11,9 @@ driver (and ``faust.App._new_transport``); nothing else in Faust is touched:
     parked fetch only every quarter of its wait, not when data arrives, so that constant alone made
     produce -> processed take up to ~375 ms. :class:`LoyaltyConsumerThread` sets the value from
     ``LoyaltyApp.fetch_max_wait_ms`` on the consumer before it starts (aiokafka reads it at ``start()``),
-    and ``LoyaltyApp.fetch_min_bytes`` likewise (Faust passes none: aiokafka's 1).
+    and ``LoyaltyApp.fetch_min_bytes`` likewise (Faust passes none: aiokafka's 1). With
+    ``LoyaltyApp.fetch_min_bytes_adaptive`` the consumer asks for those bytes only while the input rate brings
+    them within the wait (:class:`~loyalty_stream.stream.fetch_pacing.FetchMinBytes`, after every fetch).
 
 Batch delivery
     :class:`LoyaltyConsumer` replaces ``_drain_messages``, the loop that turns each fetch into callbacks.
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
@@ -47,6 +50,8 @@ import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, Message
+
+from loyalty_stream.stream.fetch_pacing import FetchMinBytes
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,7 @@ class LoyaltyApp(faust.App):
 
     fetch_max_wait_ms: int | None = None
     fetch_min_bytes: int | None = None
+    fetch_min_bytes_adaptive: bool = False
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
     before_stop: Callable[[], Awaitable[None]] | None = None
@@ -84,6 +90,8 @@ class LoyaltyConsumerThread(driver.AIOKafkaConsumerThread):
             value = getattr(self.app, name, None)
             if value is not None:
                 setattr(consumer, f"_{name}", int(value))
+        if fetch_pacing(self.app) is not None:
+            consumer._fetch_min_bytes = 1  # until the input rate says otherwise
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
@@ -154,6 +162,8 @@ class LoyaltyConsumer(driver.Consumer):
         to_message = self._to_message
         track = self.track_message
         set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
+        pacing = fetch_pacing(app)
+        min_bytes = 1
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
@@ -170,6 +180,11 @@ class LoyaltyConsumer(driver.Consumer):
                         log.warning("seek after stopped flow failed: %r", exc)
                     continue
                 generation = app.consumer_generation_id
+                if pacing is not None:
+                    fetched = sum(r.serialized_value_size for tp_records in records.values() for r in tp_records)
+                    if (wanted_min := pacing.observe(fetched, time.monotonic())) != min_bytes:
+                        min_bytes = wanted_min  # the fetcher reads it for each request it builds
+                        self._thread._ensure_consumer()._fetcher._fetch_min_bytes = min_bytes
                 batch: list[Message] = []
                 others: list[Message] = []
                 paused: dict[TP, int] = {}
@@ -222,6 +237,14 @@ class LoyaltyConsumer(driver.Consumer):
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+
+
+def fetch_pacing(app: Any) -> FetchMinBytes | None:
+    """The min-bytes controller of ``app``'s consumer, or None when its min bytes are fixed."""
+    ceiling, wait = getattr(app, "fetch_min_bytes", None), getattr(app, "fetch_max_wait_ms", None)
+    if not getattr(app, "fetch_min_bytes_adaptive", False) or not ceiling or ceiling <= 1 or not wait:
+        return None
+    return FetchMinBytes(ceiling=int(ceiling), max_wait_s=wait / 1000)
 
 
 class LoyaltyTransport(driver.Transport):

@@ -207,6 +207,7 @@ class LoyaltyWorker:
         app.topics.add(self.activity_topic)
         app.fetch_max_wait_ms = settings.fetch_max_wait_ms
         app.fetch_min_bytes = settings.fetch_min_bytes
+        app.fetch_min_bytes_adaptive = settings.fetch_min_bytes_adaptive
         app.batch_topics = frozenset(self.logical_of)
         app.batch_handler = self._process_batch
         app.before_stop = self.drain

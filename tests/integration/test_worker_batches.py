@@ -358,7 +358,8 @@ async def test_the_consumer_fetches_with_the_configured_wait_and_min_bytes(loyal
     """Faust builds the aiokafka consumer with its own fetch wait and no min bytes; the worker's transport puts
     the settings' values on the fetcher that sends the fetch requests (`Settings.fetch_min_bytes`). A record
     smaller than the min bytes is still processed: the wait bounds how long the broker holds the fetch."""
-    settings = loyalty_settings.model_copy(update={"fetch_min_bytes": 1 << 20, "fetch_max_wait_ms": 40})
+    settings = loyalty_settings.model_copy(update={"fetch_min_bytes": 1 << 20, "fetch_max_wait_ms": 40,
+                                                   "fetch_min_bytes_adaptive": False})
     async with running_worker(settings, ProgramRegistry([PROGRAM])) as worker:
         consumer: Any = worker.app.consumer
         fetcher = consumer._thread._ensure_consumer()._fetcher
@@ -367,4 +368,30 @@ async def test_the_consumer_fetches_with_the_configured_wait_and_min_bytes(loyal
         await produce_records(settings.kafka_bootstrap, settings.topic("transaction-add"),
                               [(key.encode(), value) for key, value in records])
         await wait_for(lambda: worker.completed_count == 1, 30, "the purchase to be processed")
+        assert balances(worker) == expected
+
+async def test_the_consumer_holds_its_fetches_only_while_the_input_fills_the_min_bytes_in_the_wait(
+    loyalty_settings: Settings,
+) -> None:
+    """With the adaptive min bytes (`Settings.fetch_min_bytes_adaptive`) the fetcher asks for 1 byte until the
+    input rate brings the min bytes within one wait, then for the min bytes, and for 1 byte again once the
+    input slows down: here 20 purchases a second (about 10 KB/s) against 64 bytes per 40 ms (1.6 KB/s)."""
+    settings = loyalty_settings.model_copy(update={"fetch_min_bytes": 64, "fetch_max_wait_ms": 40,
+                                                   "fetch_min_bytes_adaptive": True})
+    records, expected, _ = first_purchases(40)
+    topic = settings.topic("transaction-add")
+    async with running_worker(settings, ProgramRegistry([PROGRAM])) as worker:
+        consumer: Any = worker.app.consumer
+        fetcher = consumer._thread._ensure_consumer()._fetcher
+        assert fetcher._fetch_min_bytes == 1
+        for key, value in records[:-1]:  # 39 purchases over about 2 s
+            await produce_records(settings.kafka_bootstrap, topic, [(key.encode(), value)])
+            await asyncio.sleep(0.05)
+        await wait_for(lambda: fetcher._fetch_min_bytes == 64, 10, "the fetches to be held")
+        await wait_for(lambda: worker.completed_count == 39, 30, "the purchases to be processed")
+        await asyncio.sleep(1.0)  # nothing for a second, then one purchase
+        key, value = records[-1]
+        await produce_records(settings.kafka_bootstrap, topic, [(key.encode(), value)])
+        await wait_for(lambda: worker.completed_count == 40, 30, "the last purchase to be processed")
+        assert fetcher._fetch_min_bytes == 1
         assert balances(worker) == expected
