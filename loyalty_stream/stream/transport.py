@@ -149,6 +149,14 @@ class LoyaltyConsumer(driver.Consumer):
         except Exception as exc:  # no longer assigned: its next owner starts from the committed offset
             log.warning("could not seek %s back after a fetch for a paused partition: %r", fetched, exc)
 
+    def _pace(self, pacing: FetchMinBytes, records: Mapping[TP, list[Any]]) -> None:
+        """Give the min bytes for the input rate to aiokafka's fetcher, which reads them for each request."""
+        fetched = sum(record.serialized_value_size for tp_records in records.values() for record in tp_records)
+        wanted = pacing.observe(fetched, time.monotonic())
+        requests = self._thread._ensure_consumer()._fetcher
+        if requests._fetch_min_bytes != wanted:
+            requests._fetch_min_bytes = wanted
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by every stream test
         app = cast(LoyaltyApp, self.app)
         handler = app.batch_handler
@@ -163,7 +171,6 @@ class LoyaltyConsumer(driver.Consumer):
         track = self.track_message
         set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
         pacing = fetch_pacing(app)
-        min_bytes = 1
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
@@ -181,10 +188,7 @@ class LoyaltyConsumer(driver.Consumer):
                     continue
                 generation = app.consumer_generation_id
                 if pacing is not None:
-                    fetched = sum(r.serialized_value_size for tp_records in records.values() for r in tp_records)
-                    if (wanted_min := pacing.observe(fetched, time.monotonic())) != min_bytes:
-                        min_bytes = wanted_min  # the fetcher reads it for each request it builds
-                        self._thread._ensure_consumer()._fetcher._fetch_min_bytes = min_bytes
+                    self._pace(pacing, records)
                 batch: list[Message] = []
                 others: list[Message] = []
                 paused: dict[TP, int] = {}
