@@ -21,7 +21,8 @@ class FetchMinBytes:
     The rate is measured over windows of at least ``window_s`` of fetched records (key and value bytes, what
     the broker counts less the per-record framing). Once holding, the worker goes on holding until the rate
     falls below ``keep_ratio`` of the ceiling's, so a load near the threshold does not flip it every window.
-    Idle time counts in the window, so after a pause the worker starts again from 1 byte.
+    A fetch that comes a whole window after the one before ends a pause: the rate is unknown again, so the
+    worker starts again from 1 byte and a new window.
     """
 
     ceiling: int
@@ -31,13 +32,15 @@ class FetchMinBytes:
     current: int = 1
     _window_start: float | None = field(default=None, repr=False)
     _window_bytes: int = field(default=0, repr=False)
+    _last_fetch: float = field(default=0.0, repr=False)
 
     def observe(self, fetched_bytes: int, now: float) -> int:
         """Count one fetch's bytes, fetched at monotonic time ``now``; the min bytes for the next fetch."""
-        start = self._window_start
-        if start is None:  # the first fetch opens the first window; its bytes came before it
-            self._window_start = now
-            return self.current
+        start, last, self._last_fetch = self._window_start, self._last_fetch, now
+        if start is None or now - last >= self.window_s:
+            # The first fetch, or the first after a pause, opens a window; its bytes came before it.
+            self._window_start, self._window_bytes, self.current = now, 0, 1
+            return 1
         self._window_bytes += fetched_bytes
         elapsed = now - start
         if elapsed >= self.window_s:

@@ -375,8 +375,8 @@ async def test_the_consumer_holds_its_fetches_only_while_the_input_fills_the_min
 ) -> None:
     """With the adaptive min bytes (`Settings.fetch_min_bytes_adaptive`) the fetcher asks for 1 byte until the
     input rate brings the min bytes within one wait, then for the min bytes, and for 1 byte again once the
-    input slows down: here 20 purchases a second (about 10 KB/s) against 64 bytes per 40 ms (1.6 KB/s)."""
-    settings = loyalty_settings.model_copy(update={"fetch_min_bytes": 64, "fetch_max_wait_ms": 40,
+    input pauses: here up to 20 purchases of 163 bytes a second against 16 bytes per 40 ms (400 bytes/s)."""
+    settings = loyalty_settings.model_copy(update={"fetch_min_bytes": 16, "fetch_max_wait_ms": 40,
                                                    "fetch_min_bytes_adaptive": True})
     records, expected, _ = first_purchases(40)
     topic = settings.topic("transaction-add")
@@ -387,7 +387,7 @@ async def test_the_consumer_holds_its_fetches_only_while_the_input_fills_the_min
         for key, value in records[:-1]:  # 39 purchases over about 2 s
             await produce_records(settings.kafka_bootstrap, topic, [(key.encode(), value)])
             await asyncio.sleep(0.05)
-        await wait_for(lambda: fetcher._fetch_min_bytes == 64, 10, "the fetches to be held")
+        await wait_for(lambda: fetcher._fetch_min_bytes == 16, 10, "the fetches to be held")
         await wait_for(lambda: worker.completed_count == 39, 30, "the purchases to be processed")
         await asyncio.sleep(1.0)  # nothing for a second, then one purchase
         key, value = records[-1]

@@ -70,3 +70,11 @@ def test_the_answer_changes_only_when_a_window_closes() -> None:
     assert pacing.observe(10_000_000, 0.1) == 1  # a burst, but the window is still open
     assert pacing.observe(0, 0.49) == 1
     assert pacing.observe(0, 0.5) == CEILING  # 10 MB in 0.5 s: 400 KB a wait
+
+
+def test_a_gap_shorter_than_a_window_is_part_of_the_load() -> None:
+    pacing = FetchMinBytes(ceiling=CEILING, max_wait_s=WAIT_S, window_s=0.5)
+    pacing.observe(0, 0.0)
+    now, _ = steady(pacing, 480_000, 1.0, start=0.0)
+    assert pacing.current == CEILING
+    assert pacing.observe(300_000, now + 0.4) == CEILING  # 0.4 s without input, then what it missed
