@@ -84,14 +84,18 @@ class LoyaltyApp(faust.App):
 
 
 class LoyaltyConsumerThread(driver.AIOKafkaConsumerThread):
+    #: The consumer's min-bytes controller (None: the min bytes are fixed), used after every fetch.
+    pacing: FetchMinBytes | None = None
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         for name in ("fetch_max_wait_ms", "fetch_min_bytes"):  # AIOKafkaConsumer.start() gives them its Fetcher
             value = getattr(self.app, name, None)
             if value is not None:
                 setattr(consumer, f"_{name}", int(value))
-        if fetch_pacing(self.app) is not None:
-            consumer._fetch_min_bytes = 1  # until the input rate says otherwise
+        self.pacing = fetch_pacing(self.app)
+        if self.pacing is not None:
+            consumer._fetch_min_bytes = self.pacing.current  # the min bytes only once the input rate fills them
         return consumer
 
     async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
@@ -170,7 +174,7 @@ class LoyaltyConsumer(driver.Consumer):
         to_message = self._to_message
         track = self.track_message
         set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
-        pacing = fetch_pacing(app)
+        pacing = cast(LoyaltyConsumerThread, self._thread).pacing
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
