@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 import tracemalloc
@@ -80,6 +81,7 @@ def engine(records: Sequence[Record], registry: ProgramRegistry) -> Figures:
         "customers": len(states),
         "lots_mean": round(sum(lots) / len(lots), 1),
         "lots_max": max(lots),
+        "pid": os.getpid(),  # `bench.__main__` runs it in a fresh process, apart from the replay's
     }
 
 
@@ -102,6 +104,7 @@ def replay_figures(records: Sequence[Record], registry: ProgramRegistry) -> tupl
         "final_states_encode_cpu_seconds": round(encoding, 3),
         "state_bytes_mean": round(sum(sizes) / len(sizes)),
         "state_bytes_max": max(sizes),
+        "pid": os.getpid(),
     }
     return figures, result
 
@@ -168,8 +171,9 @@ def run(activities: int = 100_000, customers: int = 50_000, seed: int = 7, days:
 
 def sections(activities: int, customers: int, seed: int, skip: frozenset[str], days: float = 120
              ) -> dict[str, Any]:
-    """The engine, replay, replay_parallel, memory and memory_rocksdb sections of `make bench` (`bench.__main__`
-    runs them in a fresh process of its own), over `workload.generate(activities, customers, seed=seed)`."""
+    """The engine, replay, replay_parallel, memory and memory_rocksdb sections of `make bench` not in `skip`, over
+    `workload.generate(activities, customers, seed=seed)` (`bench.__main__` runs the engine section and the others
+    each in a fresh process: `run_engine`)."""
     records = workload.generate(activities, customers, seed=seed, days=days)
     registry = workload.load_registry()
     results: dict[str, Any] = {}

@@ -76,6 +76,8 @@ def test_make_bench_writes_the_table_and_json(tmp_path: Path, capsys: pytest.Cap
     assert results["ratio"]["end_to_end_over_baseline"] > 0
     assert results["engine"]["activities_per_s"] > 0 and results["replay"]["activities_per_s"] > 0
     assert results["replay_parallel"]["same_ledger_as_one_process"] is True
+    # the engine section and the replays each in a fresh process of their own
+    assert len({results["engine"]["pid"], results["replay"]["pid"], os.getpid()}) == 3
     assert set(results["targets"]) == {"end_to_end_per_s", "ratio", "engine_per_s", "replay_per_s"}
     printed = capsys.readouterr().out
     assert "end_to_end" in printed and "activities_per_s" in printed
