@@ -112,11 +112,10 @@ async def run_broker(args: argparse.Namespace, records: list[Any], results: dict
 def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, Any]) -> None:
     """The engine section, then the replay and memory sections, each group in a fresh process of its own
     (spawned, not forked): after the broker sections this process's heap is large and fragmented, which slowed
-    the offline replay by up to a half, and after the engine section (its decoded activities and customer states
-    freed, the heap left behind) the parallel replay's forked shards ran 13-15 % slower (16,332 and 15,841/s
-    against 18,816 and 18,694/s); `loyalty-stream replay` runs in a process that holds only the records, and so
-    do these sections. Each child generates the same records from the same arguments (the workload is
-    deterministic)."""
+    the offline replay by up to a half, and after the engine section (its activities and states freed, its heap
+    left behind) the parallel replay's forked shards ran 13-15 % slower (README, Performance, session 19);
+    `loyalty-stream replay` runs in a process that holds only the records, and so do these sections. Each
+    child generates the same records from the same arguments (the workload is deterministic)."""
     for group in (frozenset({"engine"}), frozenset({"replay", "memory"})):
         skip = frozenset(args.skip) | (ENGINE_SECTIONS - group)
         if skip >= ENGINE_SECTIONS:

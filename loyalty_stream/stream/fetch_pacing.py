@@ -10,6 +10,7 @@ would answer a fetch for one byte. So the worker holds its fetches only while th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -30,19 +31,20 @@ class FetchMinBytes:
     window_s: float = 0.5
     keep_ratio: float = 0.75
     current: int = 1
-    _window_start: float | None = field(default=None, repr=False)
+    _window_start: float = field(default=0.0, repr=False)
     _window_bytes: int = field(default=0, repr=False)
-    _last_fetch: float = field(default=0.0, repr=False)
+    _last_fetch: float = field(default=-math.inf, repr=False)
+    """Never fetched: the first fetch comes after a pause."""
 
     def observe(self, fetched_bytes: int, now: float) -> int:
         """Count one fetch's bytes, fetched at monotonic time ``now``; the min bytes for the next fetch."""
-        start, last, self._last_fetch = self._window_start, self._last_fetch, now
-        if start is None or now - last >= self.window_s:
+        last, self._last_fetch = self._last_fetch, now
+        if now - last >= self.window_s:
             # The first fetch, or the first after a pause, opens a window; its bytes came before it.
             self._window_start, self._window_bytes, self.current = now, 0, 1
             return 1
         self._window_bytes += fetched_bytes
-        elapsed = now - start
+        elapsed = now - self._window_start
         if elapsed >= self.window_s:
             per_wait = self._window_bytes * self.max_wait_s / elapsed
             threshold = self.ceiling * (self.keep_ratio if self.current > 1 else 1.0)

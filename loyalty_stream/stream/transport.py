@@ -156,10 +156,7 @@ class LoyaltyConsumer(driver.Consumer):
     def _pace(self, pacing: FetchMinBytes, records: Mapping[TP, list[Any]]) -> None:
         """Give the min bytes for the input rate to aiokafka's fetcher, which reads them for each request."""
         fetched = sum(record.serialized_value_size for tp_records in records.values() for record in tp_records)
-        wanted = pacing.observe(fetched, time.monotonic())
-        requests = self._thread._ensure_consumer()._fetcher
-        if requests._fetch_min_bytes != wanted:
-            requests._fetch_min_bytes = wanted
+        self._thread._ensure_consumer()._fetcher._fetch_min_bytes = pacing.observe(fetched, time.monotonic())
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by every stream test
         app = cast(LoyaltyApp, self.app)
@@ -250,7 +247,7 @@ class LoyaltyConsumer(driver.Consumer):
 def fetch_pacing(app: Any) -> FetchMinBytes | None:
     """The min-bytes controller of ``app``'s consumer, or None when its min bytes are fixed."""
     ceiling, wait = getattr(app, "fetch_min_bytes", None), getattr(app, "fetch_max_wait_ms", None)
-    if not getattr(app, "fetch_min_bytes_adaptive", False) or not ceiling or ceiling <= 1 or not wait:
+    if not (getattr(app, "fetch_min_bytes_adaptive", False) and ceiling and ceiling > 1 and wait):
         return None
     return FetchMinBytes(ceiling=int(ceiling), max_wait_s=wait / 1000)
 

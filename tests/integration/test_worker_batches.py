@@ -370,6 +370,7 @@ async def test_the_consumer_fetches_with_the_configured_wait_and_min_bytes(loyal
         await wait_for(lambda: worker.completed_count == 1, 30, "the purchase to be processed")
         assert balances(worker) == expected
 
+
 async def test_the_consumer_holds_its_fetches_only_while_the_input_fills_the_min_bytes_in_the_wait(
     loyalty_settings: Settings,
 ) -> None:
