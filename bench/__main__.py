@@ -113,7 +113,7 @@ def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, 
     """The engine section, then the replay and memory sections, each group in a fresh process of its own
     (spawned, not forked): after the broker sections this process's heap is large and fragmented, which slowed
     the offline replay by up to a half, and after the engine section (its activities and states freed, its heap
-    left behind) the parallel replay's forked shards ran 13-15 % slower (README, Performance, session 19);
+    left behind) the parallel replay's forked shards ran 13-15 % slower (bench/FINDINGS.md, session 19);
     `loyalty-stream replay` runs in a process that holds only the records, and so do these sections. Each
     child generates the same records from the same arguments (the workload is deterministic)."""
     for group in (frozenset({"engine"}), frozenset({"replay", "memory"})):
