@@ -45,8 +45,9 @@ from loyalty_stream import ENGINE_FORM
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 TARGETS = {"end_to_end_per_s": 10_000, "ratio": 0.3, "ratio_stretch": 0.5, "latency_p99_ms": 50.0,
            "engine_per_s": 50_000, "replay_per_s": 50_000}
-ENGINE_SECTIONS: frozenset[str] = frozenset({"engine", "replay", "memory"})
-"""The sections `engine_bench.sections` runs (`run_engine`)."""
+ENGINE_GROUPS: tuple[frozenset[str], ...] = (frozenset({"engine"}), frozenset({"replay", "memory"}))
+"""The sections `engine_bench.sections` runs, by the fresh process each group runs in (`run_engine`)."""
+ENGINE_SECTIONS: frozenset[str] = frozenset().union(*ENGINE_GROUPS)
 SECTIONS = ("baseline", "end_to_end", "engine_processes", "latency", "broker", "engine", "replay", "memory")
 
 
@@ -116,7 +117,7 @@ def run_engine(args: argparse.Namespace, records: list[Any], results: dict[str, 
     left behind) the parallel replay's forked shards ran 13-15 % slower (bench/FINDINGS.md, session 19);
     `loyalty-stream replay` runs in a process that holds only the records, and so do these sections. Each
     child generates the same records from the same arguments (the workload is deterministic)."""
-    for group in (frozenset({"engine"}), frozenset({"replay", "memory"})):
+    for group in ENGINE_GROUPS:
         skip = frozenset(args.skip) | (ENGINE_SECTIONS - group)
         if skip >= ENGINE_SECTIONS:
             continue

@@ -144,7 +144,7 @@ class Settings(BaseSettings):
         "answers. 1 (Kafka's default) answers at once. Under a steady load below capacity a larger value makes the "
         "worker take fewer, larger batches (fewer fetches, produce requests and stored batches); under a load "
         "that does not fill it in the wait, every fetch waits the whole wait. A backlog fills any fetch at once. "
-        "The dev stack and tests use 8 KB: what it did on the embedded broker is in `stream.faust_settings`.",
+        "The dev stack and tests use 8 KB: what it did on the embedded broker is in bench/FINDINGS.md.",
     )
     fetch_min_bytes_adaptive: bool = Field(
         default=True,

@@ -32,15 +32,13 @@ Steady-state latency
     worker's own consumer thread more. A plain ``faust.App`` built from this config still waits 1.5 s.
     Tansu holds a parked fetch until it has ``fetch_min_bytes`` too (at its quarter-wait looks), and each
     fetch that returns data costs it a walk over every batch stored in the partition: 8 KB for Tansu
-    (``Settings.fetch_min_bytes``) took it from 0.73-0.78 to 0.53-0.59 of a core at a steady 1,000
-    activities/s, the worker from 0.46-0.50 to 0.36-0.40, and the p99 from 93-179 ms (three runs) to
-    79-108 ms (four). The price is at light loads: at 250/s, 8 KB takes longer than the wait to arrive, so
-    each hop waits all of it (p99 30 -> 57 ms), while Tansu looks at the parked fetch every 5 ms anyway. So
-    the worker asks for the 8 KB only while its input brings them within the wait
-    (``Settings.fetch_min_bytes_adaptive``, ``stream/fetch_pacing.py``), and for 1 byte below: at 250/s the
-    p99 went from 88-92 to 50-52 ms (two alternating runs each); 1,000/s keeps the 8 KB and its figures.
-    An idle worker costs Tansu about 0.16 of a core at a 20 ms wait (0.06 at 80 ms): each look at a parked
-    fetch walks all of its partitions, 40 of them for the 10 activity topics.
+    (``Settings.fetch_min_bytes``) made a steady 1,000 activities/s cheaper for the broker and the worker
+    and lowered its p99. At 250/s, 8 KB takes longer than the wait to arrive, so each hop would wait all of
+    it while Tansu looks at the parked fetch every 5 ms anyway: the worker asks for the 8 KB only while its
+    input brings them within the wait (``Settings.fetch_min_bytes_adaptive``, ``stream/fetch_pacing.py``),
+    and for 1 byte below. An idle worker costs Tansu about 0.16 of a core at a 20 ms wait (0.06 at 80 ms):
+    each look at a parked fetch walks all of its partitions, 40 of them for the 10 activity topics. The
+    figures are in ``bench/FINDINGS.md`` (sessions 17 and 18).
 
 End offsets on Tansu
     Tansu answers ListOffsets(latest) with *the base offset of the partition's last record batch + 1*: after

@@ -19,9 +19,10 @@ class FetchMinBytes:
     """Min bytes for the next fetch: ``ceiling`` while the input rate brings that many bytes within one
     ``max_wait_s``, else 1.
 
-    The rate is measured over windows of at least ``window_s`` of fetched records (key and value bytes, what
-    the broker counts less the per-record framing). Once holding, the worker goes on holding until the rate
-    falls below ``keep_ratio`` of the ceiling's, so a load near the threshold does not flip it every window.
+    The rate is measured over windows of at least ``window_s`` of the fetched records' value bytes (what the
+    broker counts, less the keys and the per-record framing: a slight undercount, on the side of not holding).
+    Once holding, the worker goes on holding until the rate falls below ``keep_ratio`` of the ceiling's, so a
+    load near the threshold does not flip it every window.
     A fetch that comes a whole window after the one before ends a pause: the rate is unknown again, so the
     worker starts again from 1 byte and a new window.
     """
