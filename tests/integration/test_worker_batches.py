@@ -100,11 +100,13 @@ class Input:
     ends: dict[int, int]
 
 
-async def published(settings: Settings, records: list[tuple[str, bytes]]) -> Input:
-    """Publish the purchases and read them back: their positions and the end offset of every partition (read
-    from the records, not ListOffsets, which Tansu answers short)."""
+async def published(settings: Settings, records: list[tuple[str, bytes]], already: int = 0) -> Input:
+    """Publish the purchases, but for the first `already` (published before), and read them all back: their
+    positions and the end offset of every partition (read from the records, not ListOffsets, which Tansu answers
+    short)."""
     topic = settings.topic("transaction-add")
-    await produce_records(settings.kafka_bootstrap, topic, [(key.encode(), value) for key, value in records])
+    await produce_records(settings.kafka_bootstrap, topic,
+                          [(key.encode(), value) for key, value in records[already:]])
     read = await consume_until(settings.kafka_bootstrap, topic, count=len(records), timeout=30)
     ends: dict[int, int] = {}
     for record in read:
