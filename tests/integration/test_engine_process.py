@@ -15,7 +15,6 @@ import pytest
 
 from loyalty_stream.program.loader import ProgramRegistry
 from loyalty_stream.settings import Settings
-from loyalty_stream.stream.kafka_io import produce_records
 from loyalty_stream.stream.runtime import running_worker
 
 from .test_worker_batches import (
@@ -24,6 +23,7 @@ from .test_worker_batches import (
     assert_balances,
     balances,
     check_outputs,
+    publish,
     published,
     purchases,
     wait_for,
@@ -59,8 +59,7 @@ async def test_a_killed_engine_process_crashes_the_worker_and_a_restart_credits_
     finish every purchase before the kill lands)."""
     records, expected, count = purchases()
     half = PURCHASES // 2
-    await produce_records(settings.kafka_bootstrap, settings.topic("transaction-add"),
-                          [(key.encode(), value) for key, value in records[:half]])
+    await publish(settings, records[:half])
     registry = ProgramRegistry([PROGRAM])
     async with running_worker(settings, registry) as first:
         pid = first.engine.pids[-1] if first.engine is not None else None

@@ -100,13 +100,18 @@ class Input:
     ends: dict[int, int]
 
 
+async def publish(settings: Settings, records: list[tuple[str, bytes]]) -> None:
+    """Publish (customer id, value) records to the purchases' topic."""
+    await produce_records(settings.kafka_bootstrap, settings.topic("transaction-add"),
+                          [(key.encode(), value) for key, value in records])
+
+
 async def published(settings: Settings, records: list[tuple[str, bytes]], already: int = 0) -> Input:
     """Publish the purchases, but for the first `already` (published before), and read them all back: their
     positions and the end offset of every partition (read from the records, not ListOffsets, which Tansu answers
     short)."""
     topic = settings.topic("transaction-add")
-    await produce_records(settings.kafka_bootstrap, topic,
-                          [(key.encode(), value) for key, value in records[already:]])
+    await publish(settings, records[already:])
     read = await consume_until(settings.kafka_bootstrap, topic, count=len(records), timeout=30)
     ends: dict[int, int] = {}
     for record in read:
