@@ -23,6 +23,7 @@ from .test_worker_batches import (
     assert_balances,
     balances,
     check_outputs,
+    positions,
     publish,
     published,
     purchases,
@@ -69,7 +70,8 @@ async def test_a_killed_engine_process_crashes_the_worker_and_a_restart_credits_
         await wait_for(lambda: first.app.crash_reason is not None, 30, "the worker to crash")
         assert "engine process" in str(first.app.crash_reason)
         await asyncio.sleep(0.2)
-    where = await published(settings, records, already=half)
+    await publish(settings, records[half:])
+    where = await positions(settings, PURCHASES)
 
     async with running_worker(settings, registry) as second:
         assert balances(second), "the table was restored from the changelog"

@@ -106,13 +106,17 @@ async def publish(settings: Settings, records: list[tuple[str, bytes]]) -> None:
                           [(key.encode(), value) for key, value in records])
 
 
-async def published(settings: Settings, records: list[tuple[str, bytes]], already: int = 0) -> Input:
-    """Publish the purchases, but for the first `already` (published before), and read them all back: their
-    positions and the end offset of every partition (read from the records, not ListOffsets, which Tansu answers
-    short)."""
+async def published(settings: Settings, records: list[tuple[str, bytes]]) -> Input:
+    """Publish the purchases and read them back (`positions`)."""
+    await publish(settings, records)
+    return await positions(settings, len(records))
+
+
+async def positions(settings: Settings, count: int) -> Input:
+    """Read the `count` purchases in the topic back: their positions and the end offset of every partition (read
+    from the records, not ListOffsets, which Tansu answers short)."""
     topic = settings.topic("transaction-add")
-    await publish(settings, records[already:])
-    read = await consume_until(settings.kafka_bootstrap, topic, count=len(records), timeout=30)
+    read = await consume_until(settings.kafka_bootstrap, topic, count=count, timeout=30)
     ends: dict[int, int] = {}
     for record in read:
         ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
